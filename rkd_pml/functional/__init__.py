@@ -1,0 +1,1 @@
+"""Pure tensor math of relational distillation: no PML, no models."""
