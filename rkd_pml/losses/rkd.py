@@ -58,8 +58,8 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
     def batch_relations(self, embeddings: Tensor, ref_emb: Tensor) -> tuple[Relations, Relations]:
         """Relations of the student ``(N, Ds)`` and, without gradient, of the teacher ``(N, Dt)``."""
         if self.distance.normalize_embeddings:
-            embeddings = F.normalize(embeddings.float(), dim=1)
-            ref_emb = F.normalize(ref_emb.float(), dim=1)
+            embeddings = F.normalize(embeddings.to(_out_dtype(embeddings)), dim=1)
+            ref_emb = F.normalize(ref_emb.to(_out_dtype(ref_emb)), dim=1)
         with torch.no_grad():
             teacher = relations(ref_emb.detach())
         return relations(embeddings), teacher
