@@ -14,7 +14,9 @@ def distance_potentials(rel: Relations, first: Tensor, second: Tensor) -> Tensor
 
     ``mu`` is the mean distance over all pairs of the batch, whatever pairs are asked for.
     """
-    return rel.dist[first, second] / rel.mean_distance()
+    # A fully collapsed batch (mean distance 0) has all potentials 0, not 0 / 0.
+    mu = rel.mean_distance().clamp_min(torch.finfo(rel.dist.dtype).tiny)
+    return rel.dist[first, second] / mu
 
 
 def rkd_distance_pair_losses(

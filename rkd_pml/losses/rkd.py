@@ -53,6 +53,9 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
         check_teacher(embeddings, ref_emb)
         check_labels(labels, embeddings.shape[0])
         check_indices_tuple(indices_tuple, embeddings.shape[0])
+        # Half-precision embeddings (AMP) are upcast: the relational arithmetic and the
+        # reduction run in float32 or better; autograd returns the gradient in the input dtype.
+        embeddings = embeddings.to(_out_dtype(embeddings))
         return super().forward(embeddings, labels, indices_tuple, ref_emb.detach(), ref_labels)
 
     def batch_relations(self, embeddings: Tensor, ref_emb: Tensor) -> tuple[Relations, Relations]:
