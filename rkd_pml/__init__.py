@@ -1,6 +1,24 @@
 """Relational Knowledge Distillation for pytorch-metric-learning, with timm backbones."""
 
-from .losses import RKDAngleLoss, RKDDistanceLoss, RKDLoss
+from .data import DATASETS, class_balanced_sampler, load_dataset
+from .evaluation import RecallAtKCalculator, embed, evaluate
+from .losses import DarkRankLoss, FitNetEmbeddingLoss, RKDAngleLoss, RKDDistanceLoss, RKDLoss
+from .models import EmbeddingModel, FrozenModel, freeze_teacher
 
-__all__ = ["RKDAngleLoss", "RKDDistanceLoss", "RKDLoss"]
+__all__ = [
+    "DATASETS",
+    "DarkRankLoss",
+    "EmbeddingModel",
+    "FitNetEmbeddingLoss",
+    "FrozenModel",
+    "RKDAngleLoss",
+    "RKDDistanceLoss",
+    "RKDLoss",
+    "RecallAtKCalculator",
+    "class_balanced_sampler",
+    "embed",
+    "evaluate",
+    "freeze_teacher",
+    "load_dataset",
+]
 __version__ = "0.1.0"

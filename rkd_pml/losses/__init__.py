@@ -1,5 +1,14 @@
-"""PML loss functions for distillation."""
+"""PML loss functions for distillation: RKD and the baselines the RKD paper compares."""
 
+from .darkrank import DarkRankLoss
+from .fitnet import FitNetEmbeddingLoss
 from .rkd import RKDAngleLoss, RKDDistanceLoss, RKDLoss, RelationalDistillationLoss
 
-__all__ = ["RKDAngleLoss", "RKDDistanceLoss", "RKDLoss", "RelationalDistillationLoss"]
+__all__ = [
+    "DarkRankLoss",
+    "FitNetEmbeddingLoss",
+    "RKDAngleLoss",
+    "RKDDistanceLoss",
+    "RKDLoss",
+    "RelationalDistillationLoss",
+]

@@ -26,19 +26,30 @@ def check_embeddings(x: Tensor, role: str) -> None:
         raise ValueError(f"{role} contains NaN or Inf values ({_describe(x)})")
 
 
-def check_teacher(student: Tensor, teacher: Tensor | None) -> None:
+def check_teacher(student: Tensor, teacher: Tensor | None, loss_name: str = "RKD") -> None:
     """The teacher (``ref_emb``) must be given and row-aligned with the student."""
     if teacher is None:
         raise ValueError(
-            "RKD needs the teacher's embeddings of the same batch: call "
+            f"{loss_name} needs the teacher's embeddings of the same batch: call "
             "loss(student_emb, labels, indices_tuple, ref_emb=teacher_emb)"
         )
     check_embeddings(teacher, "ref_emb (teacher embeddings)")
     if teacher.shape[0] != student.shape[0]:
+        hint = ""
+        if (
+            teacher.shape[0] > student.shape[0]
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            hint = (
+                "; this is what PML's DistributedLossWrapper(..., efficient=True) passes (local "
+                "student rows, global teacher rows): use efficient=False "
+                "(see rkd_pml.distributed.distributed_rkd)"
+            )
         raise ValueError(
             f"ref_emb (teacher) must have one row per student embedding: student has "
             f"{student.shape[0]} rows ({_describe(student)}), teacher has "
-            f"{teacher.shape[0]} ({_describe(teacher)})"
+            f"{teacher.shape[0]} ({_describe(teacher)}){hint}"
         )
     if teacher.device != student.device:
         raise ValueError(
@@ -79,3 +90,36 @@ def check_indices_tuple(indices_tuple: Sequence[Tensor] | None, n: int) -> None:
                 "indices_tuple tensors that form one tuple must have equal lengths, got "
                 f"{[len(idx) for idx in group]}"
             )
+
+
+def check_distillation_call(
+    loss_name: str,
+    embeddings: Tensor,
+    labels: Tensor | None,
+    indices_tuple: Sequence[Tensor] | None,
+    ref_emb: Tensor | None,
+    tuples_meaning: str | None = None,
+) -> None:
+    """All checks of a distillation loss call: student ``(N, Ds)``, teacher ``(N, Dt)``,
+    labels ``(N,)`` and indices. ``tuples_meaning`` explains why a loss that takes no
+    ``indices_tuple`` refuses one (``None``: tuples are supported)."""
+    if indices_tuple is not None and tuples_meaning is not None:
+        raise ValueError(
+            f"{loss_name} does not take an indices_tuple: {tuples_meaning} "
+            "Call it without a miner (indices_tuple=None)."
+        )
+    check_embeddings(embeddings, "embeddings (student)")
+    check_teacher(embeddings, ref_emb, loss_name)
+    check_labels(labels, embeddings.shape[0])
+    check_indices_tuple(indices_tuple, embeddings.shape[0])
+
+
+def check_euclidean(distance, loss_name: str) -> None:
+    """Only PML's ``LpDistance(p=2, power=1)`` (normalised or not) can be honoured."""
+    d = distance
+    if type(d).__name__ != "LpDistance" or d.p != 2 or d.power != 1 or d.is_inverted:
+        raise ValueError(
+            f"{loss_name} needs Euclidean distances: pass "
+            "LpDistance(p=2, power=1, normalize_embeddings=True|False), got "
+            f"{type(d).__name__}(p={getattr(d, 'p', None)}, power={getattr(d, 'power', None)})"
+        )

@@ -22,7 +22,7 @@ from ..functional.angle import (
 )
 from ..functional.distance import all_distinct_pairs, rkd_distance_pair_losses
 from ..functional.relations import Relations, relations
-from .inputs import check_embeddings, check_indices_tuple, check_labels, check_teacher
+from .inputs import check_distillation_call, check_euclidean
 
 #: PML's reducers treat "pos_pair" and "neg_pair" alike; RKD's pairs carry no label sign.
 PAIR_REDUCTION = "pos_pair"
@@ -37,22 +37,13 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        d = self.distance
-        if type(d) is not LpDistance or d.p != 2 or d.power != 1 or d.is_inverted:
-            raise ValueError(
-                f"{type(self).__name__} needs Euclidean distances: pass "
-                "LpDistance(p=2, power=1, normalize_embeddings=True|False), got "
-                f"{type(d).__name__}(p={getattr(d, 'p', None)}, power={getattr(d, 'power', None)})"
-            )
+        check_euclidean(self.distance, type(self).__name__)
 
     def get_default_distance(self) -> LpDistance:
         return LpDistance(p=2, power=1, normalize_embeddings=False)
 
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
-        check_embeddings(embeddings, "embeddings (student)")
-        check_teacher(embeddings, ref_emb)
-        check_labels(labels, embeddings.shape[0])
-        check_indices_tuple(indices_tuple, embeddings.shape[0])
+        check_distillation_call(type(self).__name__, embeddings, labels, indices_tuple, ref_emb)
         # Half-precision embeddings (AMP) are upcast: the relational arithmetic and the
         # reduction run in float32 or better; autograd returns the gradient in the input dtype.
         embeddings = embeddings.to(_out_dtype(embeddings))

@@ -1,0 +1,34 @@
+"""Arguments shared by every data set loader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from PIL import Image
+
+from .transforms import build_transforms
+
+Transform = Callable[[Image.Image], Any]
+
+
+def prepare(
+    image_size: int | tuple[int, int] | None,
+    default_size: int,
+    data_config: Mapping[str, Any] | None,
+    train_transform: str,
+    in_chans: int | None,
+) -> tuple[Transform, Transform, str]:
+    """(train transform, test transform, PIL mode) of a loader call.
+
+    The image size is ``image_size``, else the data config's input size, else the data
+    set's ``default_size``; the channels ``in_chans``, else the data config's, else 3.
+    """
+    if in_chans is None:
+        in_chans = int(data_config["input_size"][0]) if data_config and "input_size" in data_config else 3
+    if image_size is None and not (data_config and "input_size" in data_config):
+        image_size = default_size
+    train, test = build_transforms(
+        image_size, data_config=data_config, train_transform=train_transform, in_chans=in_chans
+    )
+    return train, test, "RGB" if in_chans == 3 else "L"

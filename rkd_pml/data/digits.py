@@ -1,0 +1,57 @@
+"""scikit-learn's bundled digits (1,797 8x8 grey images, always available): 0-4 train, 5-9 test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ._common import prepare
+from .base import ImageDataset
+
+DEFAULT_IMAGE_SIZE = 32
+
+
+class ArrayImageReader:
+    """Index -> PIL "L" image of ``images[index]`` (uint8 array ``(N, H, W)``)."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __call__(self, index: int) -> Image.Image:
+        return Image.fromarray(self.images[index])
+
+
+def load_digits(
+    root: str | None = None,
+    image_size: int | None = None,
+    train_transform: str = "random_resized_crop",
+    in_chans: int | None = None,
+    download: bool = False,
+    data_config: Mapping[str, Any] | None = None,
+) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)``: digits 0-4 (labels 0-4) and 5-9 (labels 0-4, ``classes`` [5..9]).
+
+    The 8x8 images (ink values 0-16 scaled to 0-255) are upsampled to ``image_size``
+    (default 32). ``root`` and ``download`` are ignored: the data ships with scikit-learn.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    targets = bunch.target.astype(np.int64)
+    train_tf, test_tf, mode = prepare(image_size, DEFAULT_IMAGE_SIZE, data_config, train_transform, in_chans)
+    reader = ArrayImageReader(images)
+    splits = []
+    for classes, transform, split in (
+        ((0, 1, 2, 3, 4), train_tf, "train"),
+        ((5, 6, 7, 8, 9), test_tf, "test"),
+    ):
+        index = np.flatnonzero(np.isin(targets, classes))
+        labels = targets[index] - classes[0]
+        splits.append(
+            ImageDataset(index.tolist(), labels, list(classes), reader, transform, mode, f"digits-{split}")
+        )
+    return splits[0], splits[1]

@@ -1,0 +1,68 @@
+"""Any ``root/<class>/<image>`` tree (images may sit deeper inside a class folder).
+
+Class folders sorted by name are split in two: the first ceil(C/2) train, the rest test.
+Labels are ``0..C-1`` within each split; ``dataset.classes[label]`` is the folder name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._common import prepare
+from .base import ImageDataset, is_image_name, read_image_file, remap_labels, split_classes
+
+DEFAULT_IMAGE_SIZE = 224
+
+
+def load_folder(
+    root: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    train_transform: str = "random_resized_crop",
+    in_chans: int | None = None,
+    download: bool = False,
+    data_config: Mapping[str, Any] | None = None,
+) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)`` from ``root/<class>/<image>``; default image size 224."""
+    if root is None:
+        raise ValueError("folder needs root=: a directory laid out as root/<class>/<image>")
+    if download:
+        raise ValueError("the folder data set cannot be downloaded; pass root= a local directory")
+    root = os.fspath(root)
+    by_class = scan_class_folders(root)
+    train_tf, test_tf, mode = prepare(image_size, DEFAULT_IMAGE_SIZE, data_config, train_transform, in_chans)
+    train_classes, test_classes = split_classes(by_class)
+    datasets = []
+    for split, chosen, transform in (("train", train_classes, train_tf), ("test", test_classes, test_tf)):
+        pairs = [(c, path) for c in chosen for path in by_class[c]]
+        labels, classes = remap_labels([c for c, _ in pairs])
+        datasets.append(
+            ImageDataset(
+                [p for _, p in pairs], labels, classes, read_image_file, transform, mode, f"folder-{split}"
+            )
+        )
+    return datasets[0], datasets[1]
+
+
+def scan_class_folders(root: str) -> dict[str, list[str]]:
+    """Class folder name -> sorted image paths under it; clear errors for a wrong layout."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"data set root not found: {root} (expected a directory root/<class>/<image>)"
+        )
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{root}: no class folders (expected the layout root/<class>/<image>)")
+    by_class = {}
+    for name in classes:
+        paths = []
+        for folder, dirs, files in os.walk(os.path.join(root, name)):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            paths += [os.path.join(folder, f) for f in files if is_image_name(f)]
+        if not paths:
+            raise ValueError(
+                f"{os.path.join(root, name)}: class folder without images (expected root/<class>/<image>)"
+            )
+        by_class[name] = sorted(paths)
+    return by_class

@@ -1,0 +1,69 @@
+"""Data sets by name: ``load_dataset(name, ...) -> (train_set, test_set)``, class-disjoint splits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .base import ImageDataset
+from .digits import load_digits
+from .folder import load_folder
+from .omniglot import load_omniglot
+from .standard import load_cars196, load_cub200, load_sop
+
+Loader = Callable[..., "tuple[ImageDataset, ImageDataset]"]
+
+#: name -> loader(root, image_size, train_transform, in_chans, download, data_config) -> (train, test)
+DATASETS: dict[str, Loader] = {
+    "digits": load_digits,
+    "omniglot": load_omniglot,
+    "folder": load_folder,
+    "cub200": load_cub200,
+    "cars196": load_cars196,
+    "sop": load_sop,
+}
+
+#: The Recall@K values reported for each data set (the paper's); others use (1, 2, 4, 8).
+RECALL_KS: dict[str, tuple[int, ...]] = {"sop": (1, 10, 100, 1000)}
+
+
+def recall_ks(name: str) -> tuple[int, ...]:
+    """The Ks of Recall@K usually reported on data set ``name``."""
+    return RECALL_KS.get(name, (1, 2, 4, 8))
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    train_transform: str = "random_resized_crop",
+    in_chans: int | None = None,
+    download: bool = False,
+    data_config: Mapping[str, Any] | None = None,
+) -> tuple[ImageDataset, ImageDataset]:
+    """``(train_set, test_set)`` of data set ``name`` (a key of :data:`DATASETS`).
+
+    Items are ``(image, label)``: ``image`` a float tensor ``(in_chans, S, S)`` in [0, 1]
+    (unnormalised), ``label`` an int in ``0..C-1`` of its split; ``.labels`` holds all labels.
+
+    Args:
+        name: "digits", "omniglot", "folder", "cub200", "cars196" or "sop".
+        root: the data's folder (or Omniglot's .zip); unused by "digits".
+        image_size: output size S; default: ``data_config``'s input size, else the data set's
+            default (32 for digits and omniglot, 224 otherwise).
+        train_transform: "random_resized_crop", "paper" or "none" (see :mod:`.transforms`).
+        in_chans: 3 (RGB) or 1 (grey); default: ``data_config``'s channels, else 3.
+        download: passed to PML's classes for cub200/cars196/sop.
+        data_config: a model's ``data_config`` (interpolation, crop_pct, input size).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](
+        root=root,
+        image_size=image_size,
+        train_transform=train_transform,
+        in_chans=in_chans,
+        download=download,
+        data_config=data_config,
+    )

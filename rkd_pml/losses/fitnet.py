@@ -1,0 +1,130 @@
+"""FitNet (Romero et al., ICLR 2015) on the final embedding, as a PML loss: a distillation baseline.
+
+The student's embedding is mapped to the teacher's width by a learned linear map (no bias,
+weights initialised uniformly in ``[-0.005, 0.005]``) and regressed onto the teacher's
+embedding with the squared error, as in the RKD paper's comparison.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from pytorch_metric_learning.losses import BaseMetricLossFunction
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .inputs import check_distillation_call
+
+#: Half-width of the uniform initialisation of the regressor's weights.
+INIT_RANGE = 0.005
+
+
+def _check_width(name: str, value: int) -> int:
+    try:
+        width = operator.index(value)
+    except TypeError:
+        width = None
+    if isinstance(value, bool) or width is None or width < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return width
+
+
+class FitNetEmbeddingLoss(BaseMetricLossFunction):
+    """FitNet regression of the student's embedding onto the teacher's, one loss per example.
+
+    Call it as ``loss(student_emb, ref_emb=teacher_emb)``:
+
+    * ``embeddings``: the student's ``(N, student_dim)`` embeddings.
+    * ``ref_emb``: the teacher's ``(N, teacher_dim)`` embeddings of the same batch,
+      row-aligned. Required; detached (the teacher gets no gradient).
+    * ``labels``: accepted (checked for shape) and unused. ``ref_labels``: unused.
+    * ``indices_tuple``: not supported (ValueError): the loss is a per-example regression
+      and has no pairs or triplets.
+
+    The loss of example ``i`` is ``mean_over_dims((W s_i - t_i) ** 2)``, with
+    ``W = self.regressor.weight`` of shape ``(teacher_dim, student_dim)``. The ``N``
+    per-example losses go to the reducer as ``"element"`` losses indexed by row; the default
+    ``MeanReducer`` gives the mean squared error over all ``N * teacher_dim`` entries (the
+    published formulation). The loss is computed in the dtype of ``embeddings`` and
+    ``W`` promoted to at least float32.
+
+    The map ``self.regressor`` (``nn.Linear(student_dim, teacher_dim, bias=False)``) is a
+    trainable part of this loss: its parameters are in ``loss.parameters()`` and **must be
+    given to an optimizer** together with the student's, e.g.
+    ``torch.optim.Adam([*student.parameters(), *loss.parameters()])``; otherwise the map
+    stays at its tiny random initialisation. Move the loss to the embeddings' device
+    (``loss.to(device)``) and save it with the student (``loss.state_dict()``).
+
+    No distance is involved, so a ``distance`` argument is refused; nothing is
+    L2-normalised.
+
+    Args:
+        student_dim: width ``Ds`` of the student's embeddings.
+        teacher_dim: width ``Dt`` of the teacher's embeddings.
+        **kwargs: passed to ``BaseMetricLossFunction`` (``reducer``,
+            ``embedding_regularizer``, ...).
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int, **kwargs):
+        self.student_dim = _check_width("student_dim", student_dim)
+        self.teacher_dim = _check_width("teacher_dim", teacher_dim)
+        if kwargs.get("distance") is not None:
+            raise ValueError(
+                "FitNetEmbeddingLoss regresses embeddings directly and uses no distance; "
+                "do not pass distance="
+            )
+        super().__init__(**kwargs)
+        self.regressor = nn.Linear(self.student_dim, self.teacher_dim, bias=False)
+        with torch.no_grad():
+            self.regressor.weight.uniform_(-INIT_RANGE, INIT_RANGE)
+        self.add_to_recordable_attributes(
+            list_of_names=["student_dim", "teacher_dim"], is_stat=False
+        )
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        indices_tuple: tuple[Tensor, ...] | None = None,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        """Scalar loss for student ``embeddings`` ``(N, Ds)`` and teacher ``ref_emb`` ``(N, Dt)``."""
+        check_distillation_call(
+            "FitNetEmbeddingLoss", embeddings, labels, indices_tuple, ref_emb,
+            tuples_meaning="it is a per-example regression onto the teacher, with no pairs or triplets.",
+        )
+        if embeddings.shape[1] != self.student_dim:
+            raise ValueError(
+                f"student embeddings have width {embeddings.shape[1]}, but this "
+                f"FitNetEmbeddingLoss was built for student_dim={self.student_dim}"
+            )
+        if ref_emb.shape[1] != self.teacher_dim:
+            raise ValueError(
+                f"teacher embeddings (ref_emb) have width {ref_emb.shape[1]}, but this "
+                f"FitNetEmbeddingLoss was built for teacher_dim={self.teacher_dim}"
+            )
+        weight = self.regressor.weight
+        if weight.device != embeddings.device:
+            raise ValueError(
+                f"the loss's regressor is on {weight.device} but the embeddings are on "
+                f"{embeddings.device}: move the loss with loss.to(device)"
+            )
+        return super().forward(embeddings, labels, None, ref_emb.detach(), ref_labels)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        weight = self.regressor.weight
+        dtype = torch.promote_types(torch.promote_types(embeddings.dtype, weight.dtype), torch.float32)
+        mapped = F.linear(embeddings.to(dtype), weight.to(dtype))  # (N, Dt)
+        losses = (mapped - ref_emb.to(dtype)).pow(2).mean(dim=1)  # (N,)
+        return {
+            "loss": {
+                "losses": losses,
+                "indices": torch.arange(embeddings.shape[0], device=embeddings.device),
+                "reduction_type": "element",
+            }
+        }
+
+
+__all__ = ["FitNetEmbeddingLoss", "INIT_RANGE"]

@@ -1,0 +1,15 @@
+"""Embedding models on timm backbones, frozen teachers and weight loading."""
+
+from .embedding import EmbeddingModel, resolve_data_config
+from .frozen import FrozenModel, freeze_teacher
+from .weights import PretrainedWeightsError, check_model_name, create_backbone
+
+__all__ = [
+    "EmbeddingModel",
+    "FrozenModel",
+    "PretrainedWeightsError",
+    "check_model_name",
+    "create_backbone",
+    "freeze_teacher",
+    "resolve_data_config",
+]
