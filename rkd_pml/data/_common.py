@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
@@ -32,3 +33,22 @@ def prepare(
         image_size, data_config=data_config, train_transform=train_transform, in_chans=in_chans
     )
     return train, test, "RGB" if in_chans == 3 else "L"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a loader builds its splits (see :func:`rkd_pml.data.load_dataset` for each field)."""
+
+    image_size: int | tuple[int, int] | None = None
+    train_transform: str = "random_resized_crop"
+    in_chans: int | None = None
+    download: bool = False
+    data_config: Mapping[str, Any] | None = None
+
+    def transforms(self, default_size: int) -> tuple[Transform, Transform, str]:
+        """(train transform, test transform, PIL mode), the data set's default size ``default_size``."""
+        return prepare(self.image_size, default_size, self.data_config, self.train_transform, self.in_chans)
+
+    def refuse_download(self, name: str) -> None:
+        if self.download:
+            raise ValueError(f"{name} cannot be downloaded; pass root= a local folder")

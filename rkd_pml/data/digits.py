@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ._common import prepare
+from ._common import LoadOptions
 from .base import ImageDataset
 
 DEFAULT_IMAGE_SIZE = 32
@@ -25,12 +23,7 @@ class ArrayImageReader:
 
 
 def load_digits(
-    root: str | None = None,
-    image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    download: bool = False,
-    data_config: Mapping[str, Any] | None = None,
+    root: str | None = None, options: LoadOptions = LoadOptions()
 ) -> tuple[ImageDataset, ImageDataset]:
     """``(train, test)``: digits 0-4 (labels 0-4) and 5-9 (labels 0-4, ``classes`` [5..9]).
 
@@ -42,7 +35,7 @@ def load_digits(
     bunch = sklearn_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     targets = bunch.target.astype(np.int64)
-    train_tf, test_tf, mode = prepare(image_size, DEFAULT_IMAGE_SIZE, data_config, train_transform, in_chans)
+    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
     reader = ArrayImageReader(images)
     splits = []
     for classes, transform, split in (

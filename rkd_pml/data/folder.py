@@ -7,31 +7,23 @@ Labels are ``0..C-1`` within each split; ``dataset.classes[label]`` is the folde
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
 
-from ._common import prepare
+from ._common import LoadOptions
 from .base import ImageDataset, is_image_name, read_image_file, remap_labels, split_classes
 
 DEFAULT_IMAGE_SIZE = 224
 
 
 def load_folder(
-    root: str | os.PathLike[str] | None = None,
-    image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    download: bool = False,
-    data_config: Mapping[str, Any] | None = None,
+    root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
 ) -> tuple[ImageDataset, ImageDataset]:
     """``(train, test)`` from ``root/<class>/<image>``; default image size 224."""
     if root is None:
         raise ValueError("folder needs root=: a directory laid out as root/<class>/<image>")
-    if download:
-        raise ValueError("the folder data set cannot be downloaded; pass root= a local directory")
+    options.refuse_download("the folder data set")
     root = os.fspath(root)
     by_class = scan_class_folders(root)
-    train_tf, test_tf, mode = prepare(image_size, DEFAULT_IMAGE_SIZE, data_config, train_transform, in_chans)
+    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
     train_classes, test_classes = split_classes(by_class)
     datasets = []
     for split, chosen, transform in (("train", train_classes, train_tf), ("test", test_classes, test_tf)):

@@ -9,10 +9,9 @@ Layout: ``<alphabet>/<character>/<image>.png``, possibly under a single top fold
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from ._common import prepare
+from ._common import LoadOptions
 from .base import (
     ImageDataset,
     ZipImageReader,
@@ -28,23 +27,17 @@ LAYOUT = "<alphabet>/<character>/<image>.png"
 
 
 def load_omniglot(
-    root: str | os.PathLike[str] | None = None,
-    image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    download: bool = False,
-    data_config: Mapping[str, Any] | None = None,
+    root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
 ) -> tuple[ImageDataset, ImageDataset]:
     """``(train, test)`` from an Omniglot folder or ``.zip`` at ``root`` (images are 1-bit PNGs,
     converted to RGB or L); default image size 32. ``download`` is not supported."""
     if root is None:
         raise ValueError(f"omniglot needs root=: a folder or .zip in the layout {LAYOUT}")
-    if download:
-        raise ValueError("omniglot cannot be downloaded here; pass root= a local folder or .zip")
+    options.refuse_download("omniglot")
     root = os.fspath(root)
     entries, reader, locate = _list_images(root)
     keys = _character_keys(root, entries)
-    train_tf, test_tf, mode = prepare(image_size, DEFAULT_IMAGE_SIZE, data_config, train_transform, in_chans)
+    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
     train_classes, test_classes = split_classes(set(keys))
     datasets = []
     for split, chosen, transform in (

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
+from ._common import LoadOptions
 from .base import ImageDataset
 from .digits import load_digits
 from .folder import load_folder
 from .omniglot import load_omniglot
-from .standard import load_cars196, load_cub200, load_sop
+from .standard import load_standard
 
 Loader = Callable[..., "tuple[ImageDataset, ImageDataset]"]
 
-#: name -> loader(root, image_size, train_transform, in_chans, download, data_config) -> (train, test)
+#: name -> loader(root, options: LoadOptions) -> (train, test)
 DATASETS: dict[str, Loader] = {
     "digits": load_digits,
     "omniglot": load_omniglot,
     "folder": load_folder,
-    "cub200": load_cub200,
-    "cars196": load_cars196,
-    "sop": load_sop,
+    "cub200": partial(load_standard, "cub200"),
+    "cars196": partial(load_standard, "cars196"),
+    "sop": partial(load_standard, "sop"),
 }
 
 #: The Recall@K values reported for each data set (the paper's); others use (1, 2, 4, 8).
@@ -59,11 +61,5 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](
-        root=root,
-        image_size=image_size,
-        train_transform=train_transform,
-        in_chans=in_chans,
-        download=download,
-        data_config=data_config,
-    )
+    options = LoadOptions(image_size, train_transform, in_chans, download, data_config)
+    return DATASETS[name](root, options)

@@ -18,12 +18,10 @@ On-disk layouts PML expects under ``root``:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from pytorch_metric_learning import datasets as pml_datasets
 
-from ._common import prepare
+from ._common import LoadOptions
 from .base import ImageDataset, check_files_exist, read_image_file, remap_labels
 
 DEFAULT_IMAGE_SIZE = 224
@@ -41,24 +39,23 @@ LAYOUTS: dict[str, tuple[type, str, tuple[str, ...]]] = {
 
 
 def load_standard(
-    name: str,
-    root: str | os.PathLike[str] | None = None,
-    image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    download: bool = False,
-    data_config: Mapping[str, Any] | None = None,
+    name: str, root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
 ) -> tuple[ImageDataset, ImageDataset]:
-    """``(train, test)`` of ``name`` in ``LAYOUTS`` (default image size 224); ``download`` goes to PML."""
+    """``(train, test)`` of ``name`` in ``LAYOUTS`` (default image size 224); ``download`` goes to PML.
+
+    cub200: classes 1-100 train, 101-200 test (5,864 / 5,924 images); cars196 (Kaggle folder
+    layout, as PML reads it): classes 1-98 / 99-196 (8,054 / 8,131 images); sop:
+    Ebay_train.txt (11,318 classes) / Ebay_test.txt (11,316 classes).
+    """
     cls, top, files = LAYOUTS[name]
     if root is None:
         raise ValueError(f"{name} needs root=: the folder holding {_expected(top, files)}")
-    root = _resolve_root(os.fspath(root), top, files, download, name)
-    train_tf, test_tf, mode = prepare(image_size, DEFAULT_IMAGE_SIZE, data_config, train_transform, in_chans)
+    root = _resolve_root(os.fspath(root), top, files, options.download, name)
+    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
     datasets = []
     for split, transform in (("train", train_tf), ("test", test_tf)):
         try:
-            pml = cls(root=root, split=split, transform=None, download=download)
+            pml = cls(root=root, split=split, transform=None, download=options.download)
         except (ValueError, IndexError, KeyError) as exc:
             raise ValueError(
                 f"{root}: cannot parse the {name} annotation files {_expected(top, files)}: {exc}"
@@ -71,42 +68,6 @@ def load_standard(
             ImageDataset(pml.paths, labels, classes, read_image_file, transform, mode, f"{name}-{split}")
         )
     return datasets[0], datasets[1]
-
-
-def load_cub200(
-    root: str | os.PathLike[str] | None = None,
-    image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    download: bool = False,
-    data_config: Mapping[str, Any] | None = None,
-) -> tuple[ImageDataset, ImageDataset]:
-    """CUB-200-2011: classes 1-100 train, 101-200 test (5,864 / 5,924 images)."""
-    return load_standard("cub200", root, image_size, train_transform, in_chans, download, data_config)
-
-
-def load_cars196(
-    root: str | os.PathLike[str] | None = None,
-    image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    download: bool = False,
-    data_config: Mapping[str, Any] | None = None,
-) -> tuple[ImageDataset, ImageDataset]:
-    """Cars196 (Kaggle folder layout, as PML reads it): classes 1-98 / 99-196 (8,054 / 8,131 images)."""
-    return load_standard("cars196", root, image_size, train_transform, in_chans, download, data_config)
-
-
-def load_sop(
-    root: str | os.PathLike[str] | None = None,
-    image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    download: bool = False,
-    data_config: Mapping[str, Any] | None = None,
-) -> tuple[ImageDataset, ImageDataset]:
-    """Stanford Online Products: Ebay_train.txt (11,318 classes) / Ebay_test.txt (11,316 classes)."""
-    return load_standard("sop", root, image_size, train_transform, in_chans, download, data_config)
 
 
 def _resolve_root(root: str, top: str, files: tuple[str, ...], download: bool, name: str) -> str:
