@@ -14,7 +14,6 @@ hand::
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import os

@@ -1,0 +1,61 @@
+"""Training workflow: teacher, triplet baseline and RKD student, as Python functions.
+
+* :func:`train_teacher`, :func:`train_baseline`, :func:`distill`: one run each, configured by
+  :class:`TeacherConfig`, :class:`BaselineConfig`, :class:`DistillConfig` (the RKD paper's
+  recipe by default) or keyword overrides; each returns its results dict.
+* :func:`evaluate_saved`: Recall@K of a saved model; :func:`demo`: the three runs on digits.
+* :class:`DistillationTrainer`: the same distillation as a pytorch-metric-learning trainer.
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, TripletConfig
+from .jobs import (
+    DEMO_SETTINGS,
+    build_model,
+    demo,
+    distill,
+    evaluate_saved,
+    find_saved_model,
+    load_teacher,
+    resolve_device,
+    train_baseline,
+    train_teacher,
+)
+from .loop import TrainingInterrupted, TrainingSetup, epoch_batches, fit, request_stop, stop_on_signals
+from .objective import Objective, build_objective, distillation_loss_names, register_distillation_loss
+from .run_dir import RunDir, is_main_process
+from .trainer import DistillationTrainer
+
+__all__ = [
+    "BaselineConfig",
+    "CheckpointError",
+    "DEMO_SETTINGS",
+    "DistillConfig",
+    "DistillationTrainer",
+    "Objective",
+    "RunDir",
+    "TeacherConfig",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "TrainingSetup",
+    "TripletConfig",
+    "build_model",
+    "build_objective",
+    "demo",
+    "distill",
+    "distillation_loss_names",
+    "epoch_batches",
+    "evaluate_saved",
+    "find_saved_model",
+    "fit",
+    "is_main_process",
+    "load_checkpoint",
+    "load_teacher",
+    "register_distillation_loss",
+    "request_stop",
+    "resolve_device",
+    "save_checkpoint",
+    "stop_on_signals",
+    "train_baseline",
+    "train_teacher",
+]

@@ -1,0 +1,77 @@
+"""Wrong input ends with one line ``rkd-pml: error: ...`` on stderr and exit code 2."""
+
+import pytest
+
+from rkd_pml.cli import main
+
+SMALL = ["--image-size", "16", "--epochs", "1", "--iters", "1", "--batch-size", "20", "--m-per-class", "5",
+         "--no-progress"]
+
+
+def _error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("rkd-pml: error: ")
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_unknown_model(tmp_path, capsys):
+    line = _error(["train-teacher", "--teacher", "resnet999", "--out", str(tmp_path / "t"), *SMALL], capsys)
+    assert "unknown timm model 'resnet999'" in line
+    assert not (tmp_path / "t").exists()
+
+
+def test_missing_root_and_wrong_layout(tmp_path, capsys):
+    line = _error(["train-teacher", "--dataset", "omniglot", "--root", str(tmp_path / "nope"), *SMALL], capsys)
+    assert "not found" in line and "layout" in line
+    line = _error(["train-teacher", "--dataset", "omniglot", *SMALL], capsys)
+    assert "root" in line
+    (tmp_path / "cub").mkdir()
+    line = _error(["train-teacher", "--dataset", "cub200", "--root", str(tmp_path / "cub"), *SMALL], capsys)
+    assert "CUB_200_2011" in line
+
+
+def test_bad_options(capsys):
+    assert "unrecognized arguments: --bogus" in _error(["distill", "--bogus"], capsys)
+    assert "--epochs" in _error(["distill", "--epochs", "0"], capsys)
+    assert "--lr" in _error(["distill", "--lr", "fast"], capsys)
+    assert "invalid choice" in _error(["distill", "--loss", "kl"], capsys)
+    assert "required" in _error([], capsys)
+
+
+def test_batch_that_classes_cannot_fill(capsys):
+    line = _error(["train-teacher", "--teacher", "resnet10t", "--batch-size", "20", "--m-per-class", "2",
+                   "--image-size", "16"], capsys)
+    assert "--m-per-class 4" in line
+
+
+def test_distill_without_or_with_a_wrong_teacher(tmp_path, capsys):
+    assert "--teacher" in _error(["distill", *SMALL], capsys)
+    assert "does not exist" in _error(["distill", "--teacher", str(tmp_path / "none"), *SMALL], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "not a saved model" in _error(["distill", "--teacher", str(tmp_path / "empty"), *SMALL], capsys)
+
+
+def test_resume_and_overwrite_rules(tmp_path, capsys, teacher_dir):
+    line = _error(["distill", "--out", str(tmp_path / "none"), "--resume"], capsys)
+    assert "nothing to resume" in line
+    line = _error(["distill", "--teacher", teacher_dir, "--student", "resnet10t", "--out", teacher_dir, *SMALL], capsys)
+    assert "already exists" in line and "--overwrite" in line
+    line = _error(["distill", "--out", teacher_dir, "--resume"], capsys)
+    assert "'train-teacher' run" in line
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    line = _error(["distill", "--teacher", teacher_dir, "--student", "resnet10t", "--out", str(tmp_path / "mine"),
+                   "--overwrite", *SMALL], capsys)
+    assert "refusing to overwrite" in line
+    assert (tmp_path / "mine" / "notes.txt").exists()
+
+
+def test_evaluate_errors(tmp_path, capsys):
+    assert "does not exist" in _error(["evaluate", str(tmp_path / "none")], capsys)
+    assert "invalid choice" in _error(["evaluate", str(tmp_path), "--split", "val"], capsys)
