@@ -7,6 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Test tensors are small: one intra-op thread is faster than several, and leaves the other
+# core to the processes that some tests spawn.
+torch.set_num_threads(1)
+
 SHARED_OMNIGLOT = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "omniglot", "images_background_small1.zip"
 )
