@@ -3,6 +3,14 @@
 Subcommands: ``demo``, ``train-teacher``, ``train-baseline``, ``distill``, ``evaluate``.
 Errors in what the user passed (unknown model, missing data, an existing output directory,
 ...) end with one line ``rkd-pml: error: ...`` on stderr and exit code 2.
+
+The training commands (``train-teacher``, ``train-baseline``, ``distill``, ``demo``) also run
+on several processes started by torchrun, e.g. on 4 GPUs of one machine::
+
+    torchrun --standalone --nproc_per_node=4 -m rkd_pml distill --teacher runs/teacher ...
+
+``--batch-size`` is then the global batch (split evenly across the processes); rank 0 prints,
+evaluates and writes the run directory (see :mod:`rkd_pml.training.distributed_setup`).
 """
 
 from __future__ import annotations
@@ -162,6 +170,9 @@ def _add_run(opts: _Options, parser, default_out: str):
     opts.add(g, "--checkpoint-every", dest="checkpoint_every", type=_non_negative_int, metavar="N",
              help="also save the resume checkpoint every N steps within an epoch (0: at epoch ends only)")
     opts.add(g, "--seed", dest="seed", type=int, metavar="S", help="random seed (weights, batches, augmentation)")
+    opts.add(g, "--sync-bn", dest="sync_bn", action=argparse.BooleanOptionalAction,
+             help="under torchrun on GPUs: synchronise BatchNorm across the processes (SyncBatchNorm), so that "
+                  "it normalises with the global batch's statistics as one process does (no effect in one process)")
     _add_runtime(opts, g)
 
 
@@ -361,6 +372,8 @@ def _config_for(command: str, args: argparse.Namespace):
 
 
 def _print_results(results: dict[str, Any]) -> None:
+    if _torchrun_rank() > 0:  # the process group has ended: ask torchrun's variables
+        return
     split = results["selection_split"]
     best = results["best"].get("test") or {}
     ks = sorted(int(k.split("@")[1]) for k in best if k.startswith("recall@"))
@@ -384,7 +397,7 @@ def _run(args: argparse.Namespace) -> int:
         settings = {k: getattr(args, k) for k in ("epochs", "iterations_per_epoch", "batch_size")
                     if getattr(args, k) is not None}
         jobs.demo(out=args.out, overwrite=args.overwrite, device=getattr(args, "device", "auto"),
-                  seed=args.seed, progress=progress, **settings)
+                  seed=args.seed, progress=progress, **settings)  # under torchrun: all processes
         return 0
     if command == "evaluate":
         metrics = jobs.evaluate_saved(
@@ -410,7 +423,7 @@ def _run(args: argparse.Namespace) -> int:
     from .training.loop import stop_on_signals
 
     with stop_on_signals():
-        results = run(cfg)
+        results = run(cfg)  # under torchrun: on every process, rank 0 writing
     _print_results(results)
     return 0
 
@@ -419,7 +432,24 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, KeyError):
         text = f"missing key {text}"
-    return text or type(exc).__name__
+    return _rank_prefix() + (text or type(exc).__name__)
+
+
+def _torchrun_rank() -> int:
+    """This process's rank among several started by torchrun; -1 otherwise."""
+    from .training.distributed_setup import torchrun_environment
+
+    try:
+        env = torchrun_environment()
+    except ValueError:
+        return -1
+    return env[0] if env is not None and env[1] > 1 else -1
+
+
+def _rank_prefix() -> str:
+    """``"rank R: "`` in a process started by torchrun with several processes, else ``""``."""
+    rank = _torchrun_rank()
+    return f"rank {rank}: " if rank >= 0 else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -434,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         parser.exit(2, f"{PROG}: error: {exc}\n")
     except TrainingInterrupted as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {_rank_prefix()}{exc}", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; continue the run with the same command and --resume", file=sys.stderr)

@@ -5,10 +5,14 @@
   recipe by default) or keyword overrides; each returns its results dict.
 * :func:`evaluate_saved`: Recall@K of a saved model; :func:`demo`: the three runs on digits.
 * :class:`DistillationTrainer`: the same distillation as a pytorch-metric-learning trainer.
+
+Under ``torchrun`` the jobs train on all the processes (:func:`distributed_session`; see
+:mod:`rkd_pml.training.distributed_setup`).
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, TripletConfig
+from .distributed_setup import DistributedContext, distributed_session
 from .jobs import (
     DEMO_SETTINGS,
     build_model,
@@ -22,7 +26,13 @@ from .jobs import (
     train_teacher,
 )
 from .loop import TrainingInterrupted, TrainingSetup, epoch_batches, fit, request_stop, stop_on_signals
-from .objective import Objective, build_objective, distillation_loss_names, register_distillation_loss
+from .objective import (
+    DistributedObjective,
+    Objective,
+    build_objective,
+    distillation_loss_names,
+    register_distillation_loss,
+)
 from .run_dir import RunDir, is_main_process
 from .trainer import DistillationTrainer
 
@@ -32,6 +42,8 @@ __all__ = [
     "DEMO_SETTINGS",
     "DistillConfig",
     "DistillationTrainer",
+    "DistributedContext",
+    "DistributedObjective",
     "Objective",
     "RunDir",
     "TeacherConfig",
@@ -44,6 +56,7 @@ __all__ = [
     "demo",
     "distill",
     "distillation_loss_names",
+    "distributed_session",
     "epoch_batches",
     "evaluate_saved",
     "find_saved_model",

@@ -11,6 +11,9 @@ line. The defaults reproduce the official recipe (Park et al., CVPR 2019):
 * batches of 128 with 4 images per class (the paper: about 5; PML's sampler needs a divisor
   of the batch size); Recall@1/2/4/8 on the test classes.
 
+Under ``torchrun`` the same jobs run on several processes; ``batch_size`` is then the global
+batch, split evenly across them (see :mod:`rkd_pml.training.distributed_setup`).
+
 Two deliberate differences: ``pretrained`` is off by default (the paper starts from ImageNet
 weights; turn it on, or pass a local ``weights`` file, when they are available), and the
 image size defaults to the data set's own default instead of 224.
@@ -27,7 +30,7 @@ from typing import Any
 RUNTIME_FIELDS = frozenset(
     {
         "resume", "overwrite", "progress", "device", "num_workers", "eval_batch_size", "out",
-        "epochs", "eval_every", "checkpoint_every",
+        "epochs", "eval_every", "checkpoint_every", "sync_bn",
     }
 )
 
@@ -69,6 +72,9 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    #: with several processes on GPUs (torchrun): SyncBatchNorm, so that BatchNorm normalises
+    #: with the statistics of the global batch as in a single process; no effect in one process
+    sync_bn: bool = False
 
     #: name of the job, written to config.json
     job = "train"

@@ -16,6 +16,10 @@ directory and returns the results dict that it also saves as results.json::
 
 In a reproduction study, loop over configs: ``distill(cfg.replace(embedding_dim=d,
 loss=name, l2_normalize=l2, out=f"runs/{name}-{d}"))``.
+
+Started by ``torchrun`` (``WORLD_SIZE`` > 1), each job runs on all the processes: it starts
+the process group for its duration (or uses one already initialised), and ``batch_size`` is
+the global batch (see :mod:`rkd_pml.training.distributed_setup`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ from .config import (
     TripletConfig,
     config_differences,
     config_from_dict,
+)
+from .distributed_setup import (
+    DistributedContext,
+    check_sync_bn,
+    check_world_size,
+    distributed_session,
+    process_device,
 )
 from .loop import TrainingSetup, check_class_balance, choose_m_per_class, fit, log
 from .objective import build_objective, trainable_parameters
@@ -236,6 +247,18 @@ def open_run(cfg: TrainConfig, default_out: str) -> tuple[RunDir, TrainConfig]:
     return run, cfg
 
 
+def _job_device(cfg: TrainConfig, ctx: DistributedContext) -> torch.device:
+    """This process's device, after checking what several processes need."""
+    device = process_device(resolve_device(cfg.device), ctx)
+    check_world_size(cfg.batch_size, ctx.world_size)
+    check_sync_bn(cfg.sync_bn, device, ctx)
+    return device
+
+
+def _describe_processes(ctx: DistributedContext) -> str:
+    return f" x {ctx.world_size} processes ({ctx.backend})" if ctx.enabled else ""
+
+
 def _describe_data(train_set, eval_sets) -> str:
     parts = [f"train {len(train_set)} images / {len(np.unique(train_set.labels))} classes"]
     for split, ds in eval_sets.items():
@@ -252,8 +275,13 @@ def _save_model(model: nn.Module, path: Path) -> None:
 
 def _train_triplet(cfg: TripletConfig, name: str, default_out: str) -> dict[str, Any]:
     cfg.validate()
+    with distributed_session(cfg.device) as ctx:
+        return _train_triplet_job(cfg, name, default_out, ctx)
+
+
+def _train_triplet_job(cfg: TripletConfig, name: str, default_out: str, ctx: DistributedContext) -> dict[str, Any]:
     cfg = resolve_recall_ks(cfg)
-    device = resolve_device(cfg.device)
+    device = _job_device(cfg, ctx)
     # everything that can fail on bad input happens before the run directory is created
     seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.embedding_dim, cfg.pretrained, cfg.weights, cfg.l2_normalize).to(device)
@@ -263,7 +291,8 @@ def _train_triplet(cfg: TripletConfig, name: str, default_out: str) -> dict[str,
     objective = build_objective(cfg, student_dim=model.embedding_dim).to(device)
     optimizer = make_optimizer(trainable_parameters(model, objective), cfg)
     log(f"[{name}] {model.model_name} -> {model.embedding_dim}-d (L2 {model.l2_normalize}) on "
-        f"{cfg.dataset}: {_describe_data(train_set, eval_sets)}; device {device}; out {run.path}")
+        f"{cfg.dataset}: {_describe_data(train_set, eval_sets)}; device {device}{_describe_processes(ctx)}; "
+        f"out {run.path}")
     setup = TrainingSetup(
         cfg=cfg, model=model, objective=objective, optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg), train_set=train_set, eval_sets=eval_sets,
@@ -291,12 +320,17 @@ def distill(cfg: DistillConfig | None = None, **overrides) -> dict[str, Any]:
     teacher. Returns the results dict (also written to ``<out>/results.json``)."""
     cfg = _with_overrides(cfg, DistillConfig, overrides)
     cfg.validate()
+    with distributed_session(cfg.device) as ctx:
+        return _distill_job(cfg, ctx)
+
+
+def _distill_job(cfg: DistillConfig, ctx: DistributedContext) -> dict[str, Any]:
     cfg = resolve_recall_ks(cfg)
     needs_teacher = not (isinstance(cfg.loss, str) and cfg.loss.lower() in ("triplet", "none"))
     if needs_teacher and not cfg.teacher:
         raise ValueError("distill needs a trained teacher: pass teacher=DIR (--teacher DIR), "
                          "a directory written by train-teacher")
-    device = resolve_device(cfg.device)
+    device = _job_device(cfg, ctx)
     # everything that can fail on bad input happens before the run directory is created
     teacher = load_teacher(cfg.teacher, device) if needs_teacher else None
     seed_everything(cfg.seed)
@@ -313,7 +347,8 @@ def distill(cfg: DistillConfig | None = None, **overrides) -> dict[str, Any]:
         f"{student.model_name}-{student.embedding_dim} (L2 {student.l2_normalize})"
     )
     log(f"[distill] {what}, loss {cfg.loss if isinstance(cfg.loss, str) else type(cfg.loss).__name__} on "
-        f"{cfg.dataset}: {_describe_data(train_set, eval_sets)}; device {device}; out {run.path}")
+        f"{cfg.dataset}: {_describe_data(train_set, eval_sets)}; device {device}{_describe_processes(ctx)}; "
+        f"out {run.path}")
     setup = TrainingSetup(
         cfg=cfg, model=student, objective=objective, optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg), train_set=train_set, eval_sets=eval_sets,
@@ -432,6 +467,11 @@ def demo(
     if unknown:
         raise ValueError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEMO_SETTINGS)}")
     s = {**DEMO_SETTINGS, **settings}
+    with distributed_session(device):  # under torchrun: one process group for the three runs
+        return _demo(out, overwrite, device, seed, progress, s)
+
+
+def _demo(out: str, overwrite: bool, device: str, seed: int, progress: bool, s: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     run = RunDir.create(out, overwrite=overwrite)
     run.write_config({"job": "demo", "seed": seed, "device": device, **s})

@@ -15,9 +15,16 @@ Reproducibility: the batches of epoch ``e`` depend only on ``(seed, e)``; the ch
 holds the model, objective, optimizer, scheduler, RNG states and the position in the epoch,
 so a resumed run ends with the same weights as an uninterrupted one.
 
-Distributed training plugs in at two points: :func:`epoch_batches` (``rank`` /
-``world_size``) and the objective (wrap its losses with ``rkd_pml.distributed``); every
-side effect (printing, files, evaluation) goes through :func:`is_main_process`.
+Several processes (``torchrun``; see :mod:`rkd_pml.training.distributed_setup`): when a
+process group of ``W > 1`` processes is initialised, :func:`fit` trains the model wrapped in
+DistributedDataParallel on each process's share of the global batch
+(:func:`epoch_batches` with ``rank`` / ``world_size``), computes the objective on the gathered
+global batch (:class:`~rkd_pml.training.objective.DistributedObjective`), and evaluates,
+logs and writes on rank 0 only (:func:`is_main_process`) while the other ranks wait at a
+barrier. One distributed step is the single-process step on the global batch, up to
+floating-point summation order, when the model has no BatchNorm in training mode (or
+``sync_bn`` on CUDA), the training transform is deterministic and no random miner is used;
+otherwise it is equal in distribution (see :mod:`~rkd_pml.training.distributed_setup`).
 """
 
 from __future__ import annotations
@@ -38,9 +45,20 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..models import freeze_teacher
-from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import TrainConfig
-from .objective import Objective
+from .distributed_setup import (
+    all_gather_object,
+    any_rank,
+    barrier,
+    broadcast_module,
+    broadcast_object,
+    check_world_size,
+    current_context,
+    rank_seed,
+    wrap_model,
+)
+from .objective import DistributedObjective, Objective
 from .plot import plot_recall
 from .run_dir import RunDir, is_main_process
 
@@ -93,22 +111,38 @@ def epoch_batches(
     labels: Sequence[int], cfg: TrainConfig, epoch: int, rank: int = 0, world_size: int = 1
 ) -> list[list[int]]:
     """The class-balanced batches of ``epoch`` (PML's MPerClassSampler, seeded by
-    ``(cfg.seed, epoch)``); with ``world_size > 1`` every rank gets its share."""
+    ``(cfg.seed, epoch)``).
+
+    With ``world_size > 1``, ``cfg.batch_size`` is the global batch: the global batches are
+    those of a single process, and rank ``r`` gets rows ``r * b`` to ``(r + 1) * b - 1`` of
+    each, ``b = batch_size / world_size`` (ValueError unless it divides evenly). The shares of
+    all ranks, in rank order, make up the global batch.
+    """
     from ..data import class_balanced_sampler
 
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+    check_world_size(cfg.batch_size, world_size)
     check_class_balance(labels, cfg.batch_size, cfg.m_per_class)
-    n = cfg.iterations_per_epoch * world_size
+    n = cfg.iterations_per_epoch
     rng = np.random.RandomState(epoch_seed(cfg.seed, epoch))
     with pml_numpy_random(rng):
         sampler = class_balanced_sampler(labels, cfg.m_per_class, cfg.batch_size, n * cfg.batch_size)
         order = [int(i) for i in sampler]
     batches = [order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(n)]
-    return batches[rank::world_size]
+    if world_size == 1:
+        return batches
+    share = cfg.batch_size // world_size
+    return [b[rank * share : (rank + 1) * share] for b in batches]
 
 
-def make_loader(dataset: Dataset, batches: list[list[int]], cfg: TrainConfig, epoch: int, device: torch.device):
-    """A DataLoader over fixed batches; its own generator keeps the global RNG untouched."""
-    generator = torch.Generator().manual_seed(epoch_seed(cfg.seed + 1, epoch))
+def make_loader(
+    dataset: Dataset, batches: list[list[int]], cfg: TrainConfig, epoch: int, device: torch.device, rank: int = 0
+):
+    """A DataLoader over fixed batches; its own generator keeps the global RNG untouched
+    (and gives the workers of each rank their own seeds)."""
+    seed = epoch_seed(cfg.seed + 1, epoch) if rank == 0 else rank_seed(cfg.seed + 1, rank, epoch)
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_sampler=batches,
@@ -185,8 +219,8 @@ class LoopState:
         return dict(self.__dict__)
 
 
-def _checkpoint_state(setup: TrainingSetup, state: LoopState) -> dict[str, Any]:
-    return {
+def _checkpoint_state(setup: TrainingSetup, state: LoopState, rng_ranks: list[Any] | None = None) -> dict[str, Any]:
+    ckpt = {
         "kind": "last",
         "job": setup.cfg.job,
         "loop": state.to_dict(),
@@ -196,6 +230,33 @@ def _checkpoint_state(setup: TrainingSetup, state: LoopState) -> dict[str, Any]:
         "scheduler": setup.scheduler.state_dict(),
         "rng": get_rng_state(),
     }
+    if rng_ranks is not None and len(rng_ranks) > 1:  # several processes: every rank's RNG state
+        ckpt["world_size"] = len(rng_ranks)
+        ckpt["rng_ranks"] = rng_ranks
+    return ckpt
+
+
+def _gather_rng_states(world_size: int) -> list[Any] | None:
+    """Every rank's RNG state (a collective: all ranks call it at the same point)."""
+    return all_gather_object(get_rng_state()) if world_size > 1 else None
+
+
+def _restore_rank_rng(ckpt: dict[str, Any], cfg: TrainConfig, rank: int, world_size: int, state: "LoopState") -> None:
+    """Rank ``rank``'s RNG state: its own from the checkpoint when the run had as many
+    processes; otherwise rank 0 keeps the checkpoint's and the others derive one from the
+    seed and the position."""
+    saved = ckpt.get("rng_ranks")
+    if isinstance(saved, list) and len(saved) == world_size:
+        set_rng_state(saved[rank])
+    elif rank > 0:
+        seed_everything(rank_seed(cfg.seed, rank, state.epoch, state.iteration))
+
+
+def _stop_requested(world_size: int, device: torch.device) -> bool:
+    """A stop was requested (on any rank: every rank stops at the same step)."""
+    if world_size == 1:
+        return _STOP.is_set()
+    return any_rank(_STOP.is_set(), device)
 
 
 def _restore(setup: TrainingSetup, ckpt: dict[str, Any]) -> LoopState:
@@ -262,32 +323,59 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
 
     On return the model holds the weights of the best epoch (by Recall@1 on the validation
     split when there is one, on the test split otherwise).
+
+    With an initialised process group of several processes, every rank calls it with its own
+    setup (same config and seed): each trains on its share of the global batch, rank 0 alone
+    evaluates and writes, and every rank returns the same results.
     """
     cfg, run, model, device = setup.cfg, setup.run, setup.model, setup.device
-    main = is_main_process()
+    ctx = current_context()
+    rank, world_size = ctx.rank, ctx.world_size
     state = LoopState()
     history = []
+    if world_size > 1:
+        check_world_size(cfg.batch_size, world_size)
     if cfg.resume and run.last_checkpoint.is_file():
-        state = _restore(setup, load_checkpoint(run.last_checkpoint, map_location=device))
+        ckpt = load_checkpoint(run.last_checkpoint, map_location=device)  # every rank reads it
+        state = _restore(setup, ckpt)
+        if world_size > 1:
+            _restore_rank_rng(ckpt, cfg, rank, world_size, state)
+        del ckpt
         history = [r for r in run.read_metrics() if r.get("epoch", 0) <= state.epoch]
         run.keep_metrics(history)
         log(f"[{setup.name}] resuming {run.path} after epoch {state.epoch}, step {state.iteration}")
-    elif cfg.resume:
-        run.keep_metrics([])
-        log(f"[{setup.name}] no checkpoint in {run.path} yet: starting from the beginning")
+    else:
+        if cfg.resume:
+            run.keep_metrics([])
+            log(f"[{setup.name}] no checkpoint in {run.path} yet: starting from the beginning")
+        if rank > 0:  # rank 0 keeps the single-process RNG stream; the others get their own
+            seed_everything(rank_seed(cfg.seed, rank))
 
     # inference mode, eval mode for good, no gradients; returns ordinary tensors
     teacher = freeze_teacher(setup.teacher) if setup.teacher is not None else None
     labels = [int(x) for x in setup.train_set.labels]
     selection = _selection_split(setup)
     iters = cfg.iterations_per_epoch
+    # what a training step calls: the model and the objective themselves in one process; with
+    # several, the model in DDP and the objective on the gathered global batch
+    train_model, objective = model, setup.objective
+    if world_size > 1:
+        broadcast_module(setup.objective)  # a loss's own parameters start equal on every rank
+        train_model = wrap_model(model, device, sync_bn=bool(getattr(cfg, "sync_bn", False)))
+        objective = DistributedObjective(setup.objective, world_size)
+    return _train(setup, state, history, teacher, train_model, objective, labels, selection, iters, rank, world_size)
 
+
+def _train(setup, state, history, teacher, train_model, objective, labels, selection, iters, rank, world_size):
+    """The epochs of :func:`fit`, from ``state`` on."""
+    cfg, run, model, device = setup.cfg, setup.run, setup.model, setup.device
+    main = is_main_process()
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         started = time.perf_counter()
-        batches = epoch_batches(labels, cfg, epoch)[state.iteration :]
-        loader = make_loader(setup.train_set, batches, cfg, epoch, device)
+        batches = epoch_batches(labels, cfg, epoch, rank, world_size)[state.iteration :]
+        loader = make_loader(setup.train_set, batches, cfg, epoch, device, rank)
         model.train()
-        setup.objective.train()
+        objective.train()
         bar = tqdm(
             loader,
             total=iters,
@@ -300,9 +388,9 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
         for images, batch_labels in bar:
             images = images.to(device, non_blocking=True)
             batch_labels = batch_labels.to(device, non_blocking=True)
-            embeddings = model(images)
-            ref = teacher(images) if setup.objective.needs_teacher else None
-            loss, parts = setup.objective(embeddings, batch_labels, ref)
+            embeddings = train_model(images)
+            ref = teacher(images) if objective.needs_teacher else None
+            loss, parts = objective(embeddings, batch_labels, ref)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss ({parts}) at epoch {epoch}, step {state.iteration + 1}; "
@@ -310,6 +398,8 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
                 )
             setup.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world_size > 1:
+                objective.reduce_gradients()
             setup.optimizer.step()
 
             state.iteration += 1
@@ -318,12 +408,15 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
                 state.loss_sums[k] = state.loss_sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
             mid_epoch = state.iteration < iters
-            if mid_epoch and (_STOP.is_set() or (cfg.checkpoint_every and state.iteration % cfg.checkpoint_every == 0)):
+            stop = _stop_requested(world_size, device) if mid_epoch else False
+            if mid_epoch and (stop or (cfg.checkpoint_every and state.iteration % cfg.checkpoint_every == 0)):
                 state.train_seconds += time.perf_counter() - started
                 started = time.perf_counter()
+                rng_ranks = _gather_rng_states(world_size)
                 if main:
-                    save_checkpoint(run.last_checkpoint, _checkpoint_state(setup, state))
-                if _STOP.is_set():
+                    save_checkpoint(run.last_checkpoint, _checkpoint_state(setup, state, rng_ranks))
+                barrier()  # the checkpoint is complete before any rank goes on (or stops)
+                if stop:
                     bar.close()
                     _STOP.clear()
                     raise TrainingInterrupted(
@@ -344,8 +437,12 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
         }
         is_eval_epoch = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
         improved = False
-        if is_eval_epoch and main:
-            metrics = _evaluate(setup)
+        if is_eval_epoch:
+            # rank 0 evaluates, the other ranks wait for its metrics (so every rank keeps the
+            # same history and best epoch)
+            metrics = _evaluate(setup) if main else None
+            if world_size > 1:
+                metrics = broadcast_object(metrics)
             record.update(metrics)
             score = metrics[selection]["recall@1"]
             if score > state.best_metric:
@@ -353,6 +450,7 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
         state.epoch, state.iteration = epoch, 0
         state.loss_sums, state.loss_count = {}, 0
         history.append(record)
+        rng_ranks = _gather_rng_states(world_size)
         if main:
             run.append_metrics(record)
             if improved:
@@ -361,7 +459,7 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
                     {"kind": "best", "job": cfg.job, "epoch": epoch, "model": model.state_dict(),
                      "objective": setup.objective.state_dict()},
                 )
-            save_checkpoint(run.last_checkpoint, _checkpoint_state(setup, state))
+            save_checkpoint(run.last_checkpoint, _checkpoint_state(setup, state, rng_ranks))
             plot_recall({setup.name: history}, run.plot_path, title=f"{setup.name}: Recall@1 per epoch")
             summary = _fmt_metrics({k: record[k] for k in setup.eval_sets if k in record}, cfg.recall_ks)
             log(
@@ -369,7 +467,8 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
                 f"lr {record['lr']:.1e} | {summary or 'no evaluation'} | "
                 f"{state.train_seconds:.1f}s{' *' if improved else ''}"
             )
-        if _STOP.is_set():
+        barrier()  # rank 0 has written the epoch's files
+        if _stop_requested(world_size, device):
             _STOP.clear()
             raise TrainingInterrupted(f"stopped after epoch {epoch}; continue with --resume")
 
@@ -385,6 +484,7 @@ def _finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]
         model.load_state_dict(best["model"])
     if is_main_process() and setup.save_model is not None:
         setup.save_model(model, run.model_dir)
+    world_size = current_context().world_size
     splits = list(setup.eval_sets)
     results = {
         "job": cfg.job,
@@ -400,5 +500,8 @@ def _finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]
         **setup.extra_results,
         "config": cfg.to_dict(),
     }
+    if world_size > 1:
+        results["world_size"] = world_size
     run.write_results(results)
+    barrier()  # the saved model and results.json exist when any rank returns
     return results

@@ -154,21 +154,102 @@ class Objective(nn.Module):
         self, embeddings: Tensor, labels: Tensor, teacher_embeddings: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """Total loss and its named parts (floats, for logging)."""
+        return self._combine(embeddings, labels, teacher_embeddings, self.metric_loss, self.miner, self.distill_loss)
+
+    def _combine(self, embeddings, labels, teacher_embeddings, metric_loss, miner, distill_loss, scale: int = 1):
+        """The weighted sum of the given losses; the logged parts are divided by ``scale``."""
         total = embeddings.new_zeros(())
         parts: dict[str, float] = {}
-        if self.metric_loss is not None and self.metric_weight > 0:
-            indices_tuple = self.miner(embeddings, labels) if self.miner is not None else None
-            metric = self.metric_loss(embeddings, labels, indices_tuple)
+        if metric_loss is not None and self.metric_weight > 0:
+            indices_tuple = miner(embeddings, labels) if miner is not None else None
+            metric = metric_loss(embeddings, labels, indices_tuple)
             total = total + self.metric_weight * metric
-            parts["metric"] = float(metric.detach())
-        if self.distill_loss is not None:
+            parts["metric"] = float(metric.detach()) / scale
+        if distill_loss is not None:
             if teacher_embeddings is None:
                 raise ValueError("this objective distils: pass the teacher's embeddings of the batch")
-            distill = self.distill_loss(embeddings, labels, None, ref_emb=teacher_embeddings)
+            distill = distill_loss(embeddings, labels, None, ref_emb=teacher_embeddings)
             total = total + self.distill_weight * distill
-            parts["distill"] = float(distill.detach())
-        parts["loss"] = float(total.detach())
+            parts["distill"] = float(distill.detach()) / scale
+        parts["loss"] = float(total.detach()) / scale
         return total, parts
+
+
+def _wrap_for_global_batch(loss: Any, miner: Any, what: str):
+    from pytorch_metric_learning.losses import BaseMetricLossFunction, CrossBatchMemory
+    from pytorch_metric_learning.miners import BaseMiner
+
+    from ..distributed import distributed_rkd
+
+    if not isinstance(loss, (BaseMetricLossFunction, CrossBatchMemory)):
+        raise ValueError(
+            f"with several processes the {what} must be a pytorch-metric-learning loss "
+            f"(BaseMetricLossFunction), which can be computed on the gathered global batch; "
+            f"got {type(loss).__name__}"
+        )
+    if miner is not None and not isinstance(miner, BaseMiner):
+        raise ValueError(
+            f"with several processes the miner must be a pytorch-metric-learning miner (BaseMiner); "
+            f"got {type(miner).__name__}"
+        )
+    return distributed_rkd(loss, miner)
+
+
+class DistributedObjective:
+    """An :class:`Objective` computed on the global batch of a process group.
+
+    Each loss (and its miner) is wrapped with :func:`rkd_pml.distributed.distributed_rkd`:
+    the embeddings, labels and teacher embeddings of every process are gathered row-aligned,
+    the loss is that of the whole global batch (RKD relates every example of it) and is
+    returned multiplied by the number of processes ``W``, so that DistributedDataParallel's
+    gradient average over the processes equals the gradient of the global-batch loss. The
+    logged parts are divided by ``W``: they are the global-batch losses.
+
+    The losses stay sub-modules of ``objective`` (the wrappers only refer to them), so its
+    state dict, and the checkpoints, are those of a single process. A loss's own trainable
+    parameters (FitNet's regressor) are not in the DDP model; call :meth:`reduce_gradients`
+    after ``backward()``: every process computed ``W`` x their global-batch gradient, and the
+    sum over processes divided by ``W**2`` is that gradient, identical on every process.
+    """
+
+    def __init__(self, objective: Objective, world_size: int | None = None):
+        import torch.distributed as dist
+
+        self.objective = objective
+        self.world_size = int(world_size if world_size is not None else dist.get_world_size())
+        self.metric_fn = self.miner_fn = self.distill_fn = None
+        if objective.metric_loss is not None:
+            self.metric_fn, self.miner_fn = _wrap_for_global_batch(objective.metric_loss, objective.miner, "metric loss")
+        if objective.distill_loss is not None:
+            self.distill_fn, _ = _wrap_for_global_batch(objective.distill_loss, None, "distillation loss")
+        self.trainable = [p for p in objective.parameters() if p.requires_grad]
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.objective.needs_teacher
+
+    def train(self, mode: bool = True) -> "DistributedObjective":
+        self.objective.train(mode)
+        return self
+
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, teacher_embeddings: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """``W`` x the global-batch loss (to back-propagate) and the global-batch parts (to log)."""
+        return self.objective._combine(
+            embeddings, labels, teacher_embeddings, self.metric_fn, self.miner_fn, self.distill_fn, self.world_size
+        )
+
+    def reduce_gradients(self) -> None:
+        """Turn the gradients of the objective's own parameters into the global-batch gradient."""
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.trainable if p.grad is not None]
+        if not grads:
+            return
+        for g in grads:
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            g.div_(self.world_size * self.world_size)
 
 
 def build_objective(cfg: Any, student_dim: int, teacher_dim: int | None = None) -> Objective:

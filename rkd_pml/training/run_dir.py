@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import torch.distributed as dist
 
 from .checkpoint import atomic_write_text
+from .distributed_setup import barrier
 
 
 def is_main_process() -> bool:
@@ -102,8 +103,11 @@ class RunDir:
                     f"refusing to overwrite {p}: it is not an rkd-pml run directory (no {cls.CONFIG}); "
                     "choose another --out"
                 )
-            if run.enabled:
-                shutil.rmtree(p)
+        # with several processes: every rank has checked the directory before the main process
+        # changes it (a no-op in a single process)
+        barrier()
+        if has_content and run.enabled:
+            shutil.rmtree(p)
         if run.enabled:
             p.mkdir(parents=True, exist_ok=True)
         return run
