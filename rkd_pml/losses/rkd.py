@@ -20,6 +20,7 @@ from ..functional.angle import (
     rkd_angle_all_triplets_mean,
     rkd_angle_triplet_losses,
 )
+from ..functional.fused import BACKENDS
 from ..functional.distance import all_distinct_pairs, rkd_distance_pair_losses
 from ..functional.relations import Relations, relations
 from .inputs import check_distillation_call, check_euclidean
@@ -33,9 +34,16 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
 
     The only distance honoured is PML's ``LpDistance`` with ``p=2`` and ``power=1``; its
     ``normalize_embeddings`` flag (default here: False) L2-normalises student and teacher.
+
+    ``backend`` chooses the kernel of the all-triplets angle term: ``"auto"`` (a
+    ``torch.compile``-fused kernel for large batches where it compiles, else plain PyTorch),
+    ``"compiled"`` or ``"eager"``; all give the same values.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, backend: str = "auto", **kwargs):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         super().__init__(**kwargs)
         check_euclidean(self.distance, type(self).__name__)
 
@@ -90,7 +98,7 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
             if n < 3:
                 return self.zero_loss()
             if type(self.reducer_for(sub_loss)) is MeanReducer:
-                loss = rkd_angle_all_triplets_mean(student, teacher)
+                loss = rkd_angle_all_triplets_mean(student, teacher, backend=self.backend)
                 return {"losses": weight * loss.to(out_dtype), "indices": None, "reduction_type": "already_reduced"}
             vertex, end1, end2 = all_distinct_triplets(n, student.gram.device)
         else:

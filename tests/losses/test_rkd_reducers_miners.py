@@ -192,3 +192,15 @@ def test_no_mined_tuple_gives_zero_that_backpropagates(loss_cls, batch):
     loss = loss_cls()(s, labels, empty, ref_emb=t)
     loss.backward()
     assert float(loss) == 0.0 and torch.equal(s.grad, torch.zeros_like(s))
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_backends_give_the_same_loss(backend, batch):
+    s, t, _ = batch
+    expected = RKDLoss(backend="eager")(s, ref_emb=t)
+    assert float(RKDLoss(backend=backend)(s, ref_emb=t)) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        RKDAngleLoss(backend="cuda-graphs")
