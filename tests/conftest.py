@@ -1,4 +1,4 @@
-"""Test-wide settings: no network look-ups for weights, deterministic seeds."""
+"""Test-wide settings (no network look-ups for weights, one thread, seeds) and shared fixtures."""
 
 import os
 
@@ -28,3 +28,33 @@ def omniglot_zip() -> str:
     if not os.path.exists(path):
         pytest.skip(f"Omniglot archive not found at {path}")
     return path
+
+
+#: Training settings small enough for a few seconds per run on a 2-core CPU.
+TINY = dict(
+    dataset="digits",
+    image_size=16,
+    epochs=1,
+    iterations_per_epoch=3,
+    batch_size=20,
+    m_per_class=5,
+    lr=1e-3,
+    lr_milestones=(1,),
+    eval_batch_size=512,
+    progress=False,
+)
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> str:
+    """A resnet10t teacher (8-d, L2) trained for 3 steps on digits; its run directory."""
+    from rkd_pml.training import train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    train_teacher(model="resnet10t", embedding_dim=8, out=str(out), **TINY)
+    return str(out)

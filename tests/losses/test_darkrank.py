@@ -12,13 +12,6 @@ from pytorch_metric_learning.reducers import AvgNonZeroReducer, MeanReducer, Sum
 from rkd_pml.losses.darkrank import DarkRankLoss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra threads only contend for the shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _logsumexp(values):

@@ -10,13 +10,6 @@ from torch import nn
 from rkd_pml.models import EmbeddingModel, FrozenModel, freeze_teacher
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU forwards: one thread avoids OpenMP spin-waits on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Pair(nn.Module):

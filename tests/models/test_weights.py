@@ -13,13 +13,6 @@ from rkd_pml.models import EmbeddingModel, PretrainedWeightsError
 from rkd_pml.models import weights as weights_module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU forwards: one thread avoids OpenMP spin-waits on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def reference_state(name="resnet10t", **kwargs):
