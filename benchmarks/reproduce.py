@@ -17,7 +17,9 @@ The study (defaults; see ``--help``):
   RKD-D, RKD-A or RKD-DA, each without and with L2 normalisation of the student; plus
   self-distillation (student = the teacher's architecture and size, RKD-DA, no L2);
 * every student gets the same number of iterations, batch size and learning-rate schedule;
-  validation and test Recall@1/2/4/8 are measured every ``--eval-every`` iterations.
+  validation and test Recall@1/2/4/8 are measured every ``--eval-every`` iterations;
+* ``--methods self-long`` (not in the default set) adds self-distillation at the teacher's
+  budget: the teacher's iterations, evaluation interval and learning-rate schedule.
 
 Outputs in ``--out`` (default ``benchmarks/results/reproduce``)::
 
@@ -78,8 +80,13 @@ METHODS: dict[str, tuple[str, str, str | None]] = {
     "rkd-a": ("RKD-A", "distill", "rkd-a"),
     "rkd-da": ("RKD-DA", "distill", "rkd"),
     "self": ("Self-distillation (RKD-DA)", "distill", "rkd"),
+    "self-long": ("Self-distillation (RKD-DA) at the teacher's budget", "distill", "rkd"),
 }
 STUDENT_METHODS = ("triplet", "fitnet", "darkrank", "rkd-d", "rkd-a", "rkd-da")
+#: student = the teacher's architecture and size, no L2; "self-long" trains on the teacher's schedule
+SELF_METHODS = ("self", "self-long")
+#: the default (and ``--methods all``) selection; "self-long" is asked for by name
+DEFAULT_METHODS = (*STUDENT_METHODS, "self")
 
 
 # --------------------------------------------------------------------------- recipe and jobs
@@ -161,18 +168,25 @@ class Job:
     def key(self) -> str:
         if self.kind == "teacher":
             return f"teacher-s{self.seed}"
-        if self.method == "self":
-            return f"self-d{self.dim}-s{self.seed}"
+        if self.method in SELF_METHODS:
+            return f"{self.method}-d{self.dim}-s{self.seed}"
         return f"{self.method}-{'l2' if self.l2 else 'nol2'}-d{self.dim}-s{self.seed}"
 
     @property
     def group(self) -> str:
-        """Cost class: teacher, baseline (no teacher forward), distill, self."""
+        """Cost class: teacher, baseline (no teacher forward), distill, self, self-long."""
         if self.kind == "teacher":
             return "teacher"
-        if self.method == "self":
-            return "self"
+        if self.method in SELF_METHODS:
+            return self.method
         return METHODS[self.method][1]
+
+
+def job_schedule(job: Job, recipe: Recipe) -> dict[str, Any]:
+    """The teacher's schedule for the teacher and "self-long", the students' for every other run."""
+    if job.kind == "teacher" or job.method == "self-long":
+        return recipe.teacher_schedule()
+    return recipe.student_schedule()
 
 
 def teacher_seed(recipe: Recipe, seed: int) -> int:
@@ -187,11 +201,12 @@ def plan_jobs(recipe: Recipe, seeds: Iterable[int], sizes: Iterable[int], method
     jobs = [Job("teacher", "teacher", s, recipe.teacher_dim, True) for s in teachers]
     for seed in seeds:
         tkey = Job("teacher", "teacher", teacher_seed(recipe, seed), recipe.teacher_dim, True).key
-        if "self" in methods:
-            jobs.append(Job("student", "self", seed, recipe.teacher_dim, False, tkey))
+        for method in SELF_METHODS:
+            if method in methods:
+                jobs.append(Job("student", method, seed, recipe.teacher_dim, False, tkey))
         for dim in sorted(sizes, reverse=True):
             for method in methods:
-                if method == "self":
+                if method in SELF_METHODS:
                     continue
                 for l2 in l2_variants:
                     jobs.append(Job("student", method, seed, dim, l2, None if method == "triplet" else tkey))
@@ -219,11 +234,11 @@ def job_config(job: Job, recipe: Recipe, out: Path):
     if job.kind == "teacher":
         return TeacherConfig(model=recipe.teacher_model, embedding_dim=recipe.teacher_dim, l2_normalize=True,
                              out=run_dir, **common, **recipe.teacher_schedule())
-    schedule = recipe.student_schedule()
+    schedule = job_schedule(job, recipe)
     if job.method == "triplet":
         return BaselineConfig(model=recipe.student_model, embedding_dim=job.dim, l2_normalize=job.l2,
                               out=run_dir, **common, **schedule)
-    student = recipe.teacher_model if job.method == "self" else recipe.student_model
+    student = recipe.teacher_model if job.method in SELF_METHODS else recipe.student_model
     return DistillConfig(teacher=str(out / "runs" / job.teacher_key), student=student, embedding_dim=job.dim,
                          l2_normalize=job.l2, loss=METHODS[job.method][2], out=run_dir, **common, **schedule)
 
@@ -297,9 +312,9 @@ def build_record(job: Job, recipe: Recipe, run_dir: Path, results: dict[str, Any
         "seed": job.seed,
         "dim": job.dim,
         "l2": job.l2,
-        "model": recipe.teacher_model if job.kind == "teacher" or job.method == "self" else recipe.student_model,
+        "model": recipe.teacher_model if job.kind == "teacher" or job.method in SELF_METHODS else recipe.student_model,
         "teacher": job.teacher_key,
-        "iterations": ipe * total_epochs if total_epochs else recipe.iterations,
+        "iterations": ipe * (total_epochs or job_schedule(job, recipe)["epochs"]),
         "selection_split": results.get("selection_split") if results is not None else "val",
         "selected": at(selected, with_val=True),
         "best_on_test": at(best_test),
@@ -485,15 +500,14 @@ def open_study(out: Path, recipe: Recipe) -> dict[str, Any]:
 
 #: seconds per iteration of one worker (1 thread) measured before the study on the shared
 #: 2-core machine, only used for the first ETA; refined from the finished runs
-GUESS_SECONDS_PER_ITERATION = {"teacher": 0.35, "baseline": 0.15, "distill": 0.25, "self": 0.6}
-GUESS_SECONDS_PER_EVAL = {"teacher": 3.0, "baseline": 1.5, "distill": 1.5, "self": 3.0}
+GUESS_SECONDS_PER_ITERATION = {"teacher": 0.35, "baseline": 0.15, "distill": 0.25, "self": 0.6, "self-long": 0.6}
+GUESS_SECONDS_PER_EVAL = {"teacher": 3.0, "baseline": 1.5, "distill": 1.5, "self": 3.0, "self-long": 3.0}
 
 
 def guess_cost(job: Job, recipe: Recipe) -> float:
-    if job.kind == "teacher":
-        its, evals = recipe.teacher_iterations, recipe.teacher_iterations // recipe.teacher_eval_every
-    else:
-        its, evals = recipe.iterations, recipe.iterations // recipe.eval_every
+    schedule = job_schedule(job, recipe)
+    evals = schedule["epochs"]
+    its = evals * schedule["iterations_per_epoch"]
     return GUESS_SECONDS_PER_ITERATION[job.group] * its + GUESS_SECONDS_PER_EVAL[job.group] * evals + 5.0
 
 
@@ -680,7 +694,7 @@ def run_study(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: Pa
         save_session()
 
     print(f"trained {session['runs_trained']} run(s) in {fmt_duration(time.time() - t_start)}; "
-          f"{len(read_records(out))}/{total} recorded", flush=True)
+          f"{len(read_records(out).keys() & {j.key for j in jobs})}/{total} recorded", flush=True)
     if failed:
         print(f"{len(failed)} run(s) failed (see {out / 'logs' / 'failures.log'}); run the command again to retry:",
               flush=True)
@@ -720,7 +734,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def _methods(text: str) -> tuple[str, ...]:
     names = tuple(x.strip().lower() for x in text.split(",") if x.strip())
     if "all" in names:
-        return (*STUDENT_METHODS, "self")
+        return DEFAULT_METHODS
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)} or all")
@@ -740,7 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--seeds", type=_ints, default=None, help="comma-separated seeds (default 0,1,2)")
     sel.add_argument("--sizes", type=_ints, default=None, help="student embedding sizes (default 16,32,64,128)")
     sel.add_argument("--methods", type=_methods, default=None,
-                     help=f"comma-separated, from {', '.join(METHODS)} or all (default all)")
+                     help=f"comma-separated, from {', '.join(METHODS)} or all (default all: every method "
+                          "but self-long, self-distillation at the teacher's budget)")
     sel.add_argument("--l2", choices=("both", "off", "on"), default="both",
                      help="student L2 normalisation variants (self-distillation: off)")
     rec = p.add_argument_group("recipe (must be the same to resume a study)")
@@ -805,6 +820,21 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return recipe
 
 
+def selection(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...], tuple[bool, ...]]:
+    """Seeds, sizes, methods and student L2 variants chosen on the command line."""
+    seeds = args.seeds or (QUICK_SELECTION["seeds"] if args.quick else (0, 1, 2))
+    sizes = args.sizes or (QUICK_SELECTION["sizes"] if args.quick else (16, 32, 64, 128))
+    methods = args.methods or (QUICK_SELECTION["methods"] if args.quick else DEFAULT_METHODS)
+    l2_variants = {"both": (False, True), "off": (False,), "on": (True,)}[args.l2]
+    return seeds, sizes, methods, l2_variants
+
+
+def planned_keys(command: str, recipe: dict[str, Any]) -> list[str]:
+    """The keys of the runs that a recorded session command plans in a study of ``recipe``."""
+    args = build_parser().parse_args(shlex.split(command)[2:])  # after "python benchmarks/reproduce.py"
+    return [j.key for j in plan_jobs(Recipe(**recipe), *selection(args))]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
@@ -822,13 +852,9 @@ def main(argv: list[str] | None = None) -> int:
         render(args, out)
         return 0
     recipe = recipe_from_args(args)
-    seeds = args.seeds or (QUICK_SELECTION["seeds"] if args.quick else (0, 1, 2))
-    sizes = args.sizes or (QUICK_SELECTION["sizes"] if args.quick else (16, 32, 64, 128))
-    methods = args.methods or (QUICK_SELECTION["methods"] if args.quick else (*STUDENT_METHODS, "self"))
-    l2_variants = {"both": (False, True), "off": (False,), "on": (True,)}[args.l2]
     if args.workers is None:
         args.workers = 1 if args.quick else 2
-    jobs = plan_jobs(recipe, seeds, sizes, methods, l2_variants)
+    jobs = plan_jobs(recipe, *selection(args))
     if args.dry_run:
         records = read_records(out)
         cost = CostModel(recipe)

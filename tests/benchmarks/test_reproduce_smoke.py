@@ -115,3 +115,16 @@ def test_plan_covers_the_study(reproduce):
     assert len({j.key for j in jobs}) == len(jobs)
     per_seed = reproduce.plan_jobs(reproduce.Recipe(teacher_per_seed=True), (0, 1), (16,), ("rkd-da",), (False,))
     assert [j.teacher_key for j in per_seed if j.kind == "student"] == ["teacher-s0", "teacher-s1"]
+
+
+def test_self_distillation_at_the_teachers_budget_is_a_separate_variant(reproduce, tmp_path):
+    recipe = reproduce.Recipe()
+    assert "self-long" not in reproduce._methods("all")  # the default study is unchanged
+    jobs = reproduce.plan_jobs(recipe, (0, 1), (16,), reproduce._methods("self-long"), (False, True))
+    assert [j.key for j in jobs] == ["teacher-s0", "self-long-d512-s0", "self-long-d512-s1"]
+    teacher, student = (reproduce.job_config(j, recipe, tmp_path) for j in jobs[:2])
+    for name in ("epochs", "iterations_per_epoch", "lr", "lr_milestones", "lr_gamma", "eval_every", "embedding_dim"):
+        assert getattr(student, name) == getattr(teacher, name), name
+    assert (student.student, student.l2_normalize, student.loss) == (recipe.teacher_model, False, "rkd")
+    command = "python benchmarks/reproduce.py --out study --methods self-long --seeds 0,1"
+    assert reproduce.planned_keys(command, reproduce.asdict(recipe)) == [j.key for j in jobs]
