@@ -46,18 +46,12 @@ KS = (1, 2, 4, 8)
 
 
 def load(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The study's description and its records (one per run key), as benchmarks/reproduce.py wrote them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import reproduce
+
     study = json.loads((out / "study.json").read_text())
-    records: dict[str, dict[str, Any]] = {}
-    path = out / "records.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "key" in rec:
-                records[rec["key"]] = rec
-    return study, list(records.values())
+    return study, list(reproduce.read_records(out).values())
 
 
 def recall(rec: dict[str, Any], protocol: str, k: int = 1) -> float | None:
