@@ -71,6 +71,22 @@ class ImageDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def subset(self, class_indices: Sequence[int], transform: Callable[[Image.Image], Any] | None = None) -> "ImageDataset":
+        """The images of some classes (labels remapped to ``0..C-1`` in the order given, sorted
+        first), read the same way, with ``transform`` instead of this data set's when given."""
+        chosen = sorted(int(c) for c in class_indices)
+        remap = {c: i for i, c in enumerate(chosen)}
+        keep = np.flatnonzero(np.isin(self.labels, chosen))
+        return ImageDataset(
+            [self.samples[i] for i in keep],
+            [remap[int(self.labels[i])] for i in keep],
+            [self.classes[c] for c in chosen],
+            self.reader,
+            self.transform if transform is None else transform,
+            self.mode,
+            self.name,
+        )
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, images={len(self)}, classes={self.num_classes}, "

@@ -131,33 +131,6 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> nn.Mod
     return freeze_teacher(EmbeddingModel.load(find_saved_model(path), map_location=device))
 
 
-class ClassSubset(torch.utils.data.Dataset):
-    """The images of some classes of a data set, labels remapped to ``0..C-1``; exposes ``.labels``."""
-
-    def __init__(self, dataset, classes: Sequence[int], transform=None):
-        labels = np.asarray(dataset.labels)
-        keep = np.flatnonzero(np.isin(labels, list(classes)))
-        remap = {c: i for i, c in enumerate(sorted(int(c) for c in classes))}
-        self.dataset = dataset
-        self.indices = keep
-        self.labels = np.array([remap[int(labels[i])] for i in keep], dtype=np.int64)
-        self.transform = transform  # replaces the data set's transform when given
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        index = int(self.indices[i])
-        if self.transform is None:
-            image, _ = self.dataset[index]
-        else:
-            image = self.dataset.reader(self.dataset.samples[index])
-            if image.mode != self.dataset.mode:
-                image = image.convert(self.dataset.mode)
-            image = self.transform(image)
-        return image, int(self.labels[i])
-
-
 def split_validation(train_set, test_transform, fraction: float, seed: int):
     """Carve a class-disjoint validation split out of the training classes.
 
@@ -171,7 +144,7 @@ def split_validation(train_set, test_transform, fraction: float, seed: int):
     rng = np.random.RandomState(seed)
     val_classes = sorted(int(c) for c in rng.choice(classes, size=n_val, replace=False))
     train_classes = sorted(int(c) for c in classes if int(c) not in val_classes)
-    return ClassSubset(train_set, train_classes), ClassSubset(train_set, val_classes, transform=test_transform)
+    return train_set.subset(train_classes), train_set.subset(val_classes, transform=test_transform)
 
 
 def load_data(cfg: TrainConfig, model: EmbeddingModel):
@@ -412,7 +385,7 @@ def evaluate_saved(
     if split == "test":
         data = test_set
     else:  # the training images, seen through the test transform
-        data = ClassSubset(train_set, np.unique(train_set.labels).tolist(), transform=test_set.transform)
+        data = train_set.subset(np.unique(train_set.labels).tolist(), transform=test_set.transform)
     return evaluate(
         model, data, ks=tuple(ks or recall_ks(dataset)), batch_size=batch_size, device=dev, progress=progress,
         num_workers=num_workers,
@@ -509,7 +482,6 @@ def _demo(out: str, overwrite: bool, device: str, seed: int, progress: bool, s: 
 
 
 __all__ = [
-    "ClassSubset",
     "DEMO_SETTINGS",
     "build_model",
     "demo",

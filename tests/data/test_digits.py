@@ -33,3 +33,24 @@ def test_train_augmentation_is_random_and_test_is_not():
     first = train[3][0]
     assert any(not torch.equal(first, train[3][0]) for _ in range(5))
     assert torch.equal(test[3][0], test[3][0])
+
+
+def test_subset_keeps_some_classes_with_their_images_and_names():
+    from rkd_pml.data import load_dataset
+
+    train, test = load_dataset("digits", image_size=8, train_transform="none")
+    part = train.subset([3, 1], transform=test.transform)
+    assert part.classes == [1, 3] and part.num_classes == 2
+    assert len(part) == int(((train.labels == 1) | (train.labels == 3)).sum())
+    assert sorted(set(part.labels.tolist())) == [0, 1]
+    assert part.transform is test.transform and part.reader is train.reader
+    image, label = part[0]
+    first = int(np_index_of_first(train.labels, (1, 3)))
+    assert label == {1: 0, 3: 1}[int(train.labels[first])]
+    assert (image == test.transform(train.reader(train.samples[first]).convert(train.mode))).all()
+
+
+def np_index_of_first(labels, classes):
+    import numpy as np
+
+    return np.flatnonzero(np.isin(labels, classes))[0]
