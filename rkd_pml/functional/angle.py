@@ -40,9 +40,9 @@ def all_distinct_triplets(n: int, device: torch.device) -> tuple[Tensor, Tensor,
 
 
 def angle_compute_dtype(student: Relations, teacher: Relations) -> torch.dtype:
-    """float64 when either side came from float64 embeddings (or is unknown), else float32."""
+    """float64 when either side came from float64 embeddings, else float32."""
     for rel in (student, teacher):
-        if rel.source_dtype is None or rel.source_dtype == torch.float64:
+        if rel.source_dtype == torch.float64:
             return torch.float64
     return torch.float32
 
@@ -72,10 +72,10 @@ def rkd_angle_all_triplets_mean(
     if n < 3:
         return student.gram.sum() * 0.0
     return all_triplets_angle_mean(
-        student.half_sq(),
+        student.half_sq_dist,
         student.inv_dist,
         student.dist,
-        teacher.half_sq(),
+        teacher.half_sq_dist,
         teacher.inv_dist,
         backend=backend,
         compute_dtype=angle_compute_dtype(student, teacher),

@@ -43,18 +43,12 @@ class Relations:
     gram: Tensor
     dist: Tensor
     inv_dist: Tensor
-    half_sq_dist: Tensor | None = None
-    source_dtype: torch.dtype | None = None
+    half_sq_dist: Tensor
+    source_dtype: torch.dtype
 
     @property
     def size(self) -> int:
         return self.gram.shape[0]
-
-    def half_sq(self) -> Tensor:
-        """``half_sq_dist``, derived from ``dist`` where it was not given."""
-        if self.half_sq_dist is not None:
-            return self.half_sq_dist
-        return 0.5 * self.dist * self.dist
 
     def mean_distance(self) -> Tensor:
         """Mean distance over the ``N (N - 1)`` ordered pairs of distinct examples (scalar)."""
@@ -131,6 +125,6 @@ def triplet_cosines(rel: Relations, vertex: Tensor, end1: Tensor, end2: Tensor) 
     (an edge of length 0) has cosine 0, as in the official code, and no gradient. Index
     tensors have shape ``(T,)``; the cost is proportional to ``T``.
     """
-    h = rel.half_sq()
+    h = rel.half_sq_dist
     inner = h[vertex, end1] + h[vertex, end2] - h[end1, end2]
     return inner * rel.inv_dist[vertex, end1] * rel.inv_dist[vertex, end2]
