@@ -26,13 +26,9 @@ from __future__ import annotations
 import warnings
 
 import torch
-from pytorch_metric_learning.miners import BaseMiner
-from pytorch_metric_learning.utils.distributed import (
-    DistributedLossWrapper,
-    DistributedMinerWrapper,
-    is_distributed,
-)
 from torch import Tensor
+
+from ._pml import BaseMiner, DistributedLossWrapper, DistributedMinerWrapper, is_distributed
 
 __all__ = [
     "RKDDistributedLossWrapper",

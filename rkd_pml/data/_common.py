@@ -42,13 +42,8 @@ class LoadOptions:
     image_size: int | tuple[int, int] | None = None
     train_transform: str = "random_resized_crop"
     in_chans: int | None = None
-    download: bool = False
     data_config: Mapping[str, Any] | None = None
 
     def transforms(self, default_size: int) -> tuple[Transform, Transform, str]:
         """(train transform, test transform, PIL mode), the data set's default size ``default_size``."""
         return prepare(self.image_size, default_size, self.data_config, self.train_transform, self.in_chans)
-
-    def refuse_download(self, name: str) -> None:
-        if self.download:
-            raise ValueError(f"{name} cannot be downloaded; pass root= a local folder")

@@ -28,7 +28,7 @@ def load_digits(
     """``(train, test)``: digits 0-4 (labels 0-4) and 5-9 (labels 0-4, ``classes`` [5..9]).
 
     The 8x8 images (ink values 0-16 scaled to 0-255) are upsampled to ``image_size``
-    (default 32). ``root`` and ``download`` are ignored: the data ships with scikit-learn.
+    (default 32). ``root`` is ignored: the data ships with scikit-learn.
     """
     from sklearn.datasets import load_digits as sklearn_digits
 

@@ -30,10 +30,9 @@ def load_omniglot(
     root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
 ) -> tuple[ImageDataset, ImageDataset]:
     """``(train, test)`` from an Omniglot folder or ``.zip`` at ``root`` (images are 1-bit PNGs,
-    converted to RGB or L); default image size 32. ``download`` is not supported."""
+    converted to RGB or L); default image size 32."""
     if root is None:
         raise ValueError(f"omniglot needs root=: a folder or .zip in the layout {LAYOUT}")
-    options.refuse_download("omniglot")
     root = os.fspath(root)
     entries, reader, locate = _list_images(root)
     keys = _character_keys(root, entries)

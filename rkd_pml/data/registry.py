@@ -41,7 +41,6 @@ def load_dataset(
     image_size: int | None = None,
     train_transform: str = "random_resized_crop",
     in_chans: int | None = None,
-    download: bool = False,
     data_config: Mapping[str, Any] | None = None,
 ) -> tuple[ImageDataset, ImageDataset]:
     """``(train_set, test_set)`` of data set ``name`` (a key of :data:`DATASETS`).
@@ -56,10 +55,9 @@ def load_dataset(
             default (32 for digits and omniglot, 224 otherwise).
         train_transform: "random_resized_crop", "paper" or "none" (see :mod:`.transforms`).
         in_chans: 3 (RGB) or 1 (grey); default: ``data_config``'s channels, else 3.
-        download: passed to PML's classes for cub200/cars196/sop.
         data_config: a model's ``data_config`` (interpolation, crop_pct, input size).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
-    options = LoadOptions(image_size, train_transform, in_chans, download, data_config)
+    options = LoadOptions(image_size, train_transform, in_chans, data_config)
     return DATASETS[name](root, options)

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_metric_learning.samplers import MPerClassSampler
+
+from .._pml import MPerClassSampler
 
 
 def class_balanced_sampler(

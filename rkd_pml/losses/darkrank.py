@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
-from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.losses import BaseMetricLossFunction
 from torch import Tensor
 from torch.nn import functional as F
 
+from .._pml import BaseMetricLossFunction, LpDistance
 from ..functional.relations import ACCUMULATE_DTYPE, relations
 from .inputs import check_distillation_call, check_euclidean
 

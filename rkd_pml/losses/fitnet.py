@@ -10,10 +10,10 @@ from __future__ import annotations
 import operator
 
 import torch
-from pytorch_metric_learning.losses import BaseMetricLossFunction
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._pml import BaseMetricLossFunction
 from .inputs import check_distillation_call
 
 #: Half-width of the uniform initialisation of the regressor's weights.

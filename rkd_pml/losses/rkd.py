@@ -8,13 +8,17 @@ may differ. Nothing is L2-normalised unless ``distance=LpDistance(normalize_embe
 from __future__ import annotations
 
 import torch
-from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.losses import BaseMetricLossFunction
-from pytorch_metric_learning.reducers import MeanReducer, MultipleReducers
-from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 from torch.nn import functional as F
 
+from .._pml import (
+    BaseMetricLossFunction,
+    LpDistance,
+    MeanReducer,
+    MultipleReducers,
+    convert_to_pairs,
+    convert_to_triplets,
+)
 from ..functional.angle import (
     all_distinct_triplets,
     rkd_angle_all_triplets_mean,
@@ -79,7 +83,7 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
                 return self.zero_loss()
             first, second = all_distinct_pairs(n, student.gram.device)
         else:
-            a1, p, a2, neg = lmu.convert_to_pairs(indices_tuple, labels)
+            a1, p, a2, neg = convert_to_pairs(indices_tuple, labels)
             first, second = torch.cat([a1, a2]), torch.cat([p, neg])
             if len(first) == 0:
                 return self.zero_loss()
@@ -102,7 +106,7 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
                 return {"losses": weight * loss.to(out_dtype), "indices": None, "reduction_type": "already_reduced"}
             vertex, end1, end2 = all_distinct_triplets(n, student.gram.device)
         else:
-            vertex, end1, end2 = lmu.convert_to_triplets(indices_tuple, labels)
+            vertex, end1, end2 = convert_to_triplets(indices_tuple, labels)
             if len(vertex) == 0:
                 return self.zero_loss()
         losses = rkd_angle_triplet_losses(student, teacher, vertex, end1, end2)

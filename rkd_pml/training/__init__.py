@@ -34,14 +34,12 @@ from .objective import (
     register_distillation_loss,
 )
 from .run_dir import RunDir, is_main_process
-from .trainer import DistillationTrainer
 
 __all__ = [
     "BaselineConfig",
     "CheckpointError",
     "DEMO_SETTINGS",
     "DistillConfig",
-    "DistillationTrainer",
     "DistributedContext",
     "DistributedObjective",
     "Objective",
@@ -72,3 +70,12 @@ __all__ = [
     "train_baseline",
     "train_teacher",
 ]
+
+
+def __getattr__(name: str):
+    # PML 2's trainers (which PML 3 removed) are imported only when the trainer is asked for
+    if name == "DistillationTrainer":
+        from .trainer import DistillationTrainer
+
+        return DistillationTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,11 +39,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from pytorch_metric_learning.utils import common_functions as pml_cf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .._pml import numpy_random
 from ..models import freeze_teacher
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import TrainConfig
@@ -63,17 +63,6 @@ from .plot import plot_recall
 from .run_dir import RunDir, is_main_process
 
 # --------------------------------------------------------------------------- batches
-
-
-@contextlib.contextmanager
-def pml_numpy_random(rng: np.random.RandomState) -> Iterator[None]:
-    """Make PML's samplers draw from ``rng`` instead of NumPy's global generator."""
-    saved = pml_cf.NUMPY_RANDOM
-    pml_cf.NUMPY_RANDOM = rng
-    try:
-        yield
-    finally:
-        pml_cf.NUMPY_RANDOM = saved
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -126,7 +115,7 @@ def epoch_batches(
     check_class_balance(labels, cfg.batch_size, cfg.m_per_class)
     n = cfg.iterations_per_epoch
     rng = np.random.RandomState(epoch_seed(cfg.seed, epoch))
-    with pml_numpy_random(rng):
+    with numpy_random(rng):
         sampler = class_balanced_sampler(labels, cfg.m_per_class, cfg.batch_size, n * cfg.batch_size)
         order = [int(i) for i in sampler]
     batches = [order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(n)]

@@ -17,11 +17,17 @@ import inspect
 from typing import Any, Callable
 
 import torch
-from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning import miners as pml_miners
-from pytorch_metric_learning import reducers as pml_reducers
 from torch import Tensor, nn
 
+from .._pml import (
+    AvgNonZeroReducer,
+    BaseMetricLossFunction,
+    BaseMiner,
+    CrossBatchMemory,
+    DistanceWeightedMiner,
+    MeanReducer,
+    TripletMarginLoss,
+)
 from ..losses import RKDLoss
 
 #: factory(config, student_dim, teacher_dim) -> loss
@@ -97,14 +103,14 @@ def build_distillation_loss(spec: Any, cfg: Any, student_dim: int, teacher_dim: 
     raise ValueError(f"unknown distillation loss {spec!r}; choose one of {', '.join(distillation_loss_names())}")
 
 
-def build_triplet_loss(margin: float = 0.2, reduction: str = "mean") -> pml_losses.TripletMarginLoss:
+def build_triplet_loss(margin: float = 0.2, reduction: str = "mean") -> TripletMarginLoss:
     """PML's triplet loss on Euclidean distances of L2-normalised embeddings.
 
     ``reduction="mean"`` averages over every mined triplet (the official RKD code);
     ``"avg_nonzero"`` is PML's default.
     """
-    reducer = pml_reducers.MeanReducer() if reduction == "mean" else pml_reducers.AvgNonZeroReducer()
-    return pml_losses.TripletMarginLoss(margin=margin, reducer=reducer)
+    reducer = MeanReducer() if reduction == "mean" else AvgNonZeroReducer()
+    return TripletMarginLoss(margin=margin, reducer=reducer)
 
 
 def build_miner(spec: Any):
@@ -114,7 +120,7 @@ def build_miner(spec: Any):
     if isinstance(spec, str):
         if spec.lower().replace("-", "_") == "distance_weighted":
             # cutoff 0.5 and nonzero_loss_cutoff 1.4 as in the official RKD code
-            return pml_miners.DistanceWeightedMiner(cutoff=0.5, nonzero_loss_cutoff=1.4)
+            return DistanceWeightedMiner(cutoff=0.5, nonzero_loss_cutoff=1.4)
         raise ValueError(f"unknown miner {spec!r}; use 'distance_weighted', 'none' or a PML miner object")
     return spec
 
@@ -176,9 +182,6 @@ class Objective(nn.Module):
 
 
 def _wrap_for_global_batch(loss: Any, miner: Any, what: str):
-    from pytorch_metric_learning.losses import BaseMetricLossFunction, CrossBatchMemory
-    from pytorch_metric_learning.miners import BaseMiner
-
     from ..distributed import distributed_rkd
 
     if not isinstance(loss, (BaseMetricLossFunction, CrossBatchMemory)):

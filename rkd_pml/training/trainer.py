@@ -26,9 +26,10 @@ each normalises itself (as ``rkd_pml.models.EmbeddingModel`` does).
 from __future__ import annotations
 
 import torch
-from pytorch_metric_learning.trainers import MetricLossOnly
-from pytorch_metric_learning.utils import common_functions as c_f
-from pytorch_metric_learning.utils.key_checker import KeyChecker
+
+from .._pml import trainer_parts
+
+MetricLossOnly, c_f, KeyChecker = trainer_parts()
 
 
 class DistillationTrainer(MetricLossOnly):

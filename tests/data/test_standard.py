@@ -149,3 +149,34 @@ def test_corrupt_image_is_named_when_read(tmp_path):
     _, test = load_dataset("cub200", root=root, image_size=16)
     with pytest.raises(ValueError, match=r"Bird_101_1\.jpg: not a readable image"):
         test[1]
+
+
+@pytest.mark.parametrize(
+    "name, make, pml_class",
+    [("cub200", fake_cub, "CUB"), ("cars196", fake_cars, "Cars196"), ("sop", fake_sop, "StanfordOnlineProducts")],
+)
+def test_same_paths_and_labels_as_pml2_dataset_classes(tmp_path, name, make, pml_class):
+    # PML 2's own readers are a second, independent reading of the same layout (PML 3 has none)
+    pml_datasets = pytest.importorskip("pytorch_metric_learning.datasets")
+    root = make(str(tmp_path))
+    ours = load_dataset(name, root=root, image_size=16)
+    for split, dataset in zip(("train", "test"), ours):
+        theirs = getattr(pml_datasets, pml_class)(root=root, split=split)
+        assert [os.path.normpath(p) for p in dataset.samples] == [os.path.normpath(p) for p in theirs.paths]
+        assert [dataset.classes[i] for i in dataset.labels] == [int(x) for x in theirs.labels]
+
+
+def test_package_reads_standard_layouts_without_pml_datasets(tmp_path):
+    import subprocess
+    import sys
+
+    root = fake_sop(str(tmp_path))
+    code = (
+        "import sys; sys.modules['pytorch_metric_learning.datasets'] = None\n"
+        "from rkd_pml.data import load_dataset\n"
+        f"train, test = load_dataset('sop', root={root!r}, image_size=16)\n"
+        "print(len(train), len(test))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["6", "4"]
