@@ -1,7 +1,7 @@
 """Relational Knowledge Distillation for pytorch-metric-learning, with timm backbones."""
 
 from .data import DATASETS, class_balanced_sampler, load_dataset
-from .evaluation import RecallAtKCalculator, embed, evaluate
+from .evaluation import embed, evaluate
 from .losses import DarkRankLoss, FitNetEmbeddingLoss, RKDAngleLoss, RKDDistanceLoss, RKDLoss
 from .models import EmbeddingModel, FrozenModel, freeze_teacher
 
@@ -14,7 +14,6 @@ __all__ = [
     "RKDAngleLoss",
     "RKDDistanceLoss",
     "RKDLoss",
-    "RecallAtKCalculator",
     "class_balanced_sampler",
     "embed",
     "evaluate",

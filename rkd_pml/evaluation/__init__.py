@@ -1,14 +1,16 @@
 """Retrieval evaluation: Recall@K next to PML's accuracy metrics."""
 
 from .evaluate import DEFAULT_METRICS, embed, evaluate, evaluate_embeddings
-from .recall import RecallAtKCalculator, SklearnKMeans, recall_metric_name
+from .recall import PrecomputedKNN, SklearnKMeans, knn_search, recall_at_k, retrieval_metrics
 
 __all__ = [
     "DEFAULT_METRICS",
-    "RecallAtKCalculator",
+    "PrecomputedKNN",
     "SklearnKMeans",
     "embed",
     "evaluate",
     "evaluate_embeddings",
-    "recall_metric_name",
+    "knn_search",
+    "recall_at_k",
+    "retrieval_metrics",
 ]

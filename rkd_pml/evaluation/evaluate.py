@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .recall import RecallAtKCalculator, recall_metric_name
+from .recall import retrieval_metrics
 
 #: PML metrics reported next to Recall@K by default (NMI/AMI are opt-in: k-means is slow).
 DEFAULT_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
@@ -70,17 +70,8 @@ def evaluate_embeddings(
         )
     if len(labels) < 2:
         raise ValueError("need at least 2 embeddings to retrieve anything")
-    ks = tuple(ks)
-    calculator = RecallAtKCalculator(
-        ks,
-        include=tuple(recall_metric_name(k) for k in sorted(set(ks))) + tuple(metrics),
-        knn_batch_size=knn_batch_size,
-        device=embeddings.device if device is None else device,
-    )
-    raw = calculator.get_accuracy(embeddings, labels)
-    recalls = [recall_metric_name(k) for k in calculator.ks]
-    names = recalls + sorted(name for name in raw if name not in recalls)
-    return {_public_name(name): float(raw[name]) for name in names}
+    device = embeddings.device if device is None else torch.device(device)
+    return retrieval_metrics(embeddings.to(device), labels.to(device), ks, tuple(metrics), knn_batch_size)
 
 
 def evaluate(
@@ -105,11 +96,6 @@ def evaluate(
     device = _model_device(model) if device is None else torch.device(device)
     embeddings, labels = embed(model, dataset, batch_size, device, progress, num_workers)
     return evaluate_embeddings(embeddings, labels, ks, metrics, device, knn_batch_size)
-
-
-def _public_name(name: str) -> str:
-    prefix = "recall_at_"
-    return "recall@" + name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def _model_device(model: nn.Module) -> torch.device:
