@@ -3,12 +3,16 @@
 Normalisation is the model's job (see ``EmbeddingModel.forward``), so every transform here
 ends with ``ToTensor`` and no ``Normalize``.
 
-Train transforms (``train_transform=``):
+Train transforms (``train_transform=``) are ``T.Compose([RandomView(view)])`` with a
+:class:`~rkd_pml.data.views.View` that splits the augmentation into ``draw`` and ``apply``,
+so a stored view can be replayed exactly (:mod:`rkd_pml.data.views`,
+:mod:`rkd_pml.data.teacher_cache`):
 - ``"random_resized_crop"``: timm's training transform (random resized crop with scale
   (0.08, 1), horizontal flip; no colour jitter);
 - ``"paper"``: the RKD recipe scaled to the image size S: resize to (S*256/224, S*256/224),
   random S x S crop, horizontal flip (S = 224 gives the paper's 256 / 224);
 - ``"none"``: the test transform.
+The random draws come from Python's ``random`` (as timm's crop always did; the flip too).
 Test transforms: timm's eval transform (resize the shorter side to S / crop_pct, centre
 crop) for ``"random_resized_crop"`` and ``"none"``; for ``"paper"``, resize to
 (S*256/224, S*256/224) and centre crop, as the paper.
@@ -23,6 +27,8 @@ from PIL import Image
 from timm.data import create_transform
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms as T
+
+from .views import RandomView, View
 
 TRAIN_TRANSFORMS = ("random_resized_crop", "paper", "none")
 
@@ -91,11 +97,9 @@ def build_transforms(
     if train_transform == "paper":
         mode = str_to_interp_mode(interpolation)
         resized = tuple(round(s * PAPER_RESIZE_RATIO) for s in size)
-        train = T.Compose(
-            [convert, T.Resize(resized, mode), T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor()]
-        )
+        view = View("paper", size, in_chans, interpolation)
         test = T.Compose([convert, T.Resize(resized, mode), T.CenterCrop(size), T.ToTensor()])
-        return train, test
+        return T.Compose([RandomView(view)]), test
 
     common = dict(
         input_size=(in_chans, *size),
@@ -103,13 +107,13 @@ def build_transforms(
         mean=(0.0,) * in_chans,
         std=(1.0,) * in_chans,
     )
-    test = _timm(
-        convert, is_training=False, crop_pct=cfg.get("crop_pct"), crop_mode=cfg.get("crop_mode"), **common
-    )
+    eval_config = {"crop_pct": cfg.get("crop_pct"), "crop_mode": cfg.get("crop_mode")}
+    test = _timm(convert, is_training=False, **eval_config, **common)
     if train_transform == "none":
-        return test, test
-    train = _timm(convert, is_training=True, scale=scale, color_jitter=None, hflip=0.5, **common)
-    return train, test
+        view = View("none", size, in_chans, interpolation, eval_transform=test, eval_config=eval_config)
+    else:
+        view = View("random_resized_crop", size, in_chans, interpolation, scale=tuple(scale))
+    return T.Compose([RandomView(view)]), test
 
 
 def _timm(convert: ConvertImage, **kwargs: Any) -> T.Compose:

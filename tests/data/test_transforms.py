@@ -6,6 +6,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from rkd_pml.data import build_transforms
+from rkd_pml.data.views import view_of
 
 
 @pytest.mark.parametrize("kind", ["random_resized_crop", "paper", "none"])
@@ -31,8 +32,8 @@ def test_paper_recipe_scaled_to_the_size():
     steps = {type(t).__name__: t for t in test.transforms}
     assert steps["Resize"].size == (256, 256) and steps["CenterCrop"].size == (224, 224)
     train32, _ = build_transforms(32, train_transform="paper")
-    assert [t.size for t in train32.transforms if isinstance(t, T.Resize)] == [(37, 37)]
-    assert any(isinstance(t, T.RandomHorizontalFlip) for t in train32.transforms)
+    view = view_of(train32)  # resize, random crop and flip, replayable (tests/data/test_views.py)
+    assert view.kind == "paper" and view.resized == (37, 37) and view.size == (32, 32)
 
 
 def test_model_data_config_drives_size_crop_and_interpolation():
