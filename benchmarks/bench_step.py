@@ -1,137 +1,260 @@
 #!/usr/bin/env python
-"""One distillation step: how much of it the RKD loss takes.
+"""Images per second of one full distillation step, four ways, side by side.
 
-timm ResNet-50 teacher (eval, inference mode) with a linear 512-d head, L2-normalised;
-timm ResNet-18 student (train) with a linear 128-d head; batch 128 of 64 px images; Adam.
-Random weights (nothing is downloaded): the cost does not depend on them.
+Teacher: ``EmbeddingModel("resnet50", 512, l2_normalize=True)`` (frozen, inference mode);
+student: ``EmbeddingModel("resnet18", 64)`` (training mode); random weights (the cost does
+not depend on them); batch 128 of 64 px views; RKD-DA (``rkd_pml.losses.RKDLoss()``); Adam.
+A step is: teacher forward (or the cache read), student forward, loss, backward, Adam step.
 
-A step is: teacher forward, student forward, RKD-DA loss forward and backward down to the
-student's embeddings (torch.autograd.grad), backward through the student from there,
-optimizer step. That is the same computation as ``loss.backward()``; splitting it at the
-embeddings measures the loss's own share. Minimum and median over the timed steps.
+Configurations (``--configs``):
+- ``fp32``: eager float32, live teacher;
+- ``bf16_channels_last``: both models channels_last and under
+  ``torch.autocast("cpu", dtype=torch.bfloat16)``; the loss gets the embeddings as they come;
+- ``bf16_channels_last_compile``: the same with ``torch.compile`` of both models (an error
+  is recorded and the run goes on);
+- ``teacher_cache``: the bf16 channels_last student; the teacher embeddings are read from a
+  teacher cache (``rkd_pml.data.teacher_cache``) built beforehand for the bench images (the
+  build is timed apart, not in the step).
+
+Each configuration has its own copy of the same initial student and its own Adam. After
+``--warmup`` steps each (compilation happens there), the timed steps are interleaved: round r
+runs one step of every configuration, so a change in the machine's load hits all alike.
+Minimum and median over ``--steps`` rounds; images/s = batch / median step time.
 
 Example:
-  python benchmarks/bench_step.py --steps 5 --loss rkd_auto,rkd_eager,official
+  python benchmarks/bench_step.py --steps 10 --warmup 3 --json benchmarks/results/bench_step.json
+  python benchmarks/bench_step.py --quick          # tiny models, seconds (the smoke test)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
+import contextlib
+import copy
 import json
 import os
+import platform
+import statistics
 import sys
+import tempfile
 import time
+import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-BACKEND_ENV = "RKD_PML_ANGLE_BACKEND"
+CONFIGS = ("fp32", "bf16_channels_last", "bf16_channels_last_compile", "teacher_cache")
+QUICK = dict(teacher="test_resnet", student="test_resnet", teacher_dim=16, student_dim=8, batch=8, size=32,
+             steps=2, warmup=1, configs="fp32,bf16_channels_last,teacher_cache")  # fmt: skip
 
 
-def make_loss(name: str):
-    if name == "official":
-        sys.path.insert(0, HERE)
-        from official import rkd_da
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="resnet50")
+    p.add_argument("--teacher-dim", type=int, default=512)
+    p.add_argument("--student", default="resnet18")
+    p.add_argument("--student-dim", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=64, help="image side in pixels")
+    p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of every configuration each)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each configuration first")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--views", type=int, default=2, help="views per image in the teacher cache")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--quick", action="store_true", help="tiny models and sizes: a smoke run in seconds")
+    args = p.parse_args(argv)
+    if args.quick:
+        explicit = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
+        for key, value in QUICK.items():
+            if key not in explicit:
+                setattr(args, key, value)
+    unknown = [c for c in args.configs.split(",") if c and c not in CONFIGS]
+    if unknown:
+        p.error(f"--configs: unknown {unknown}; choose from {CONFIGS}")
+    return args
 
-        return rkd_da
-    from rkd_pml import RKDLoss
 
-    backend = {"rkd_auto": "auto", "rkd_compiled": "compiled", "rkd_eager": "eager"}[name]
+class Bench:
+    """One configuration: its student, optimizer and step function."""
+
+    def __init__(self, name, student, teacher, images, loss_fn, cache_read=None):
+        import torch
+
+        self.name, self.error = name, None
+        self.bf16 = name != "fp32"
+        self.channels_last = self.bf16
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.student = copy.deepcopy(student).to(memory_format=fmt).train()
+        self.teacher = None if cache_read else copy.deepcopy(teacher).to(memory_format=fmt).eval()
+        self.images = images.contiguous(memory_format=fmt)
+        self.cache_read = cache_read
+        self.loss_fn = loss_fn
+        self.opt = torch.optim.Adam(self.student.parameters(), lr=1e-4)
+        self.times: list[float] = []
+        self.parts: list[dict[str, float]] = []
+        self.warmup_s: list[float] = []
+        if name.endswith("_compile"):
+            self.student = torch.compile(self.student)
+            self.teacher = torch.compile(self.teacher)
+
+    def amp(self):
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def step(self, round_index: int) -> dict[str, float]:
+        import torch
+
+        t0 = time.perf_counter()
+        if self.cache_read is not None:
+            ref = self.cache_read(round_index)
+        else:
+            with torch.inference_mode(), self.amp():
+                ref = self.teacher(self.images)
+            ref = ref.clone()  # an ordinary tensor: the loss may save it for backward
+        t1 = time.perf_counter()
+        with self.amp():
+            emb = self.student(self.images)
+        t2 = time.perf_counter()
+        loss = self.loss_fn(emb, ref_emb=ref)
+        t3 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        t4 = time.perf_counter()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.name}: non-finite loss {loss.item()}")
+        return {"teacher_or_cache": t1 - t0, "student_fwd": t2 - t1, "loss_fwd": t3 - t2,
+                "backward_and_step": t4 - t3, "total": t4 - t0}  # fmt: skip
+
+
+def build_cache(args, teacher, view, tmp):
+    """A teacher cache of ``batch`` random images (``views`` each); returns (cache, images per view, seconds)."""
+    import numpy as np
+    import torch
+
+    from rkd_pml.data import ImageDataset
+    from rkd_pml.data.digits import ArrayImageReader
+    from rkd_pml.data.teacher_cache import TeacherCache, build_teacher_cache
+
+    rng = np.random.RandomState(0)
+    side = int(args.size * 1.25)
+    pixels = rng.randint(0, 256, (args.batch, side, side, 3), dtype=np.uint8)
+    dataset = ImageDataset(list(range(args.batch)), np.arange(args.batch) % 8, list(range(8)),
+                           ArrayImageReader(pixels), None, "RGB", "bench")  # fmt: skip
+    t0 = time.perf_counter()
+    out = build_teacher_cache(teacher, dataset, args.views, os.path.join(tmp, "cache"), view=view,
+                              batch_size=args.batch, progress=False)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    cache = TeacherCache.open(out)
+    per_view = [
+        torch.stack([view.apply(dataset.reader(i), cache.params[i, k]) for i in range(args.batch)])
+        for k in range(args.views)
+    ]
+    return cache, per_view, seconds
+
+
+def machine(args) -> dict:
+    import timm
+    import torch
+
+    cpu = platform.processor()
     try:
-        loss = RKDLoss(distance_weight=1.0, angle_weight=2.0, backend=backend)
-    except TypeError:  # loss classes without the keyword: the environment variable
-
-        def loss(s, ref_emb, _inner=RKDLoss(distance_weight=1.0, angle_weight=2.0)):
-            old = os.environ.get(BACKEND_ENV)
-            os.environ[BACKEND_ENV] = backend
-            try:
-                return _inner(s, ref_emb=ref_emb)
-            finally:
-                if old is None:
-                    os.environ.pop(BACKEND_ENV, None)
-                else:
-                    os.environ[BACKEND_ENV] = old
-
-    return lambda s, t: loss(s, ref_emb=t)
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+            "cpu": cpu, "cpu_count": os.cpu_count(), "threads": args.threads,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg()}  # fmt: skip
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--size", type=int, default=64, help="image side in pixels")
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--loss", default="rkd_auto,rkd_eager", help="rkd_auto, rkd_compiled, rkd_eager, official")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-
-    import timm
+    args = parse_args(argv)
     import torch
-    from torch import nn
-    from torch.nn import functional as F
+
+    from rkd_pml.data.teacher_cache import choose_view
+    from rkd_pml.data.views import build_view
+    from rkd_pml.losses import RKDLoss
+    from rkd_pml.models import EmbeddingModel
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    teacher = nn.Sequential(timm.create_model("resnet50", pretrained=False, num_classes=0), nn.LazyLinear(512))
-    student = nn.Sequential(timm.create_model("resnet18", pretrained=False, num_classes=0), nn.LazyLinear(128))
-    images = torch.randn(args.batch, 3, args.size, args.size)
-    with torch.no_grad():
-        teacher(images[:2])
-        student(images[:2])
-    teacher.eval()
-    student.train()
-    opt = torch.optim.Adam(student.parameters(), lr=1e-4)
+    teacher = EmbeddingModel(args.teacher, args.teacher_dim, l2_normalize=True).eval().requires_grad_(False)
+    student = EmbeddingModel(args.student, args.student_dim)
+    view = build_view(args.size, data_config=student.data_config, train_transform="random_resized_crop")
+    report = {"machine": machine(args), "args": vars(args), "results": []}
+    names = [c for c in args.configs.split(",") if c]
+    loss_fn = RKDLoss()
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, per_view, build_s = build_cache(args, teacher, view, tmp)
+        report["teacher_cache"] = {"build_s": build_s, "images": args.batch, "views": args.views,
+                                   "note": "built once with the float32 teacher; not part of any step"}  # fmt: skip
+        rows = list(range(args.batch))
 
-    results = {"machine": {"torch": torch.__version__, "timm": timm.__version__, "threads": args.threads,
-                           "load_average_start": os.getloadavg()},
-               "args": vars(args), "losses": {}}  # fmt: skip
-    for name in [v for v in args.loss.split(",") if v]:
-        loss_fn = make_loss(name)
-        totals, loss_times, parts = [], [], []
-        for it in range(args.steps + 2):
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                t_emb = F.normalize(teacher(images), dim=1)
-            t_emb = t_emb.clone()  # a normal tensor (inference tensors cannot enter autograd)
-            t1 = time.perf_counter()
-            s_emb = student(images)
-            t2 = time.perf_counter()
-            loss = loss_fn(s_emb, t_emb)
-            (g_emb,) = torch.autograd.grad(loss, s_emb)
-            t3 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            s_emb.backward(g_emb)
-            opt.step()
-            t4 = time.perf_counter()
-            if it >= 2:
-                totals.append(t4 - t0)
-                loss_times.append(t3 - t2)
-                parts.append({"teacher_fwd": t1 - t0, "student_fwd": t2 - t1, "loss_fwd_bwd": t3 - t2,
-                              "student_bwd_and_step": t4 - t3})  # fmt: skip
-        med = sorted(range(len(totals)), key=lambda k: totals[k])[len(totals) // 2]
-        shares = sorted(lt / tt for lt, tt in zip(loss_times, totals))
-        res = {
-            "step_min_s": min(totals),
-            "step_median_s": totals[med],
-            "loss_min_s": min(loss_times),
-            "loss_median_s": sorted(loss_times)[len(loss_times) // 2],
-            "loss_share_median": shares[len(shares) // 2],
-            "loss_share_of_min_step": min(loss_times) / min(totals),
-            "median_step_parts": parts[med],
-        }
-        results["losses"][name] = res
-        print(
-            f"{name:<13} step min {res['step_min_s']:.3f} s median {res['step_median_s']:.3f} s | "
-            f"loss fwd+bwd min {res['loss_min_s'] * 1e3:.1f} ms median {res['loss_median_s'] * 1e3:.1f} ms | "
-            f"share median {100 * res['loss_share_median']:.2f}% (min/min {100 * res['loss_share_of_min_step']:.2f}%)",
-            flush=True,
-        )
-    results["machine"]["load_average_end"] = os.getloadavg()
-    out = args.out or os.path.join(HERE, "results", f"bench_step_{_dt.datetime.now().strftime('%Y%m%d_%H%M%S')}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"wrote {out}")
+        def cache_read(r):  # the views of one epoch: CachedViews' choice for epoch r
+            ks = [choose_view(0, r, i, cache.views) for i in rows]
+            return cache.embeddings(rows, ks)
+
+        benches = []
+        for name in names:
+            try:
+                read = cache_read if name == "teacher_cache" else None
+                benches.append(Bench(name, student, teacher, per_view[0], loss_fn, read))
+            except Exception as exc:  # noqa: BLE001 - recorded, the others go on
+                report["results"].append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
+        for b in benches:
+            load = os.getloadavg()
+            try:
+                for i in range(args.warmup):
+                    b.warmup_s.append(b.step(i)["total"])
+            except Exception as exc:  # noqa: BLE001
+                b.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                b.traceback = traceback.format_exc(limit=3)[-2000:]
+            print(f"{b.name}: warm-up {[round(s, 2) for s in b.warmup_s]} s (load {load[0]:.1f})"
+                  + (f" FAILED {b.error}" if b.error else ""), flush=True)  # fmt: skip
+        live = [b for b in benches if b.error is None]
+        loads = []
+        for r in range(args.steps):
+            loads.append(os.getloadavg()[0])
+            for b in live:
+                b.parts.append(b.step(args.warmup + r))
+    report["machine"]["load_average_end"] = os.getloadavg()
+    report["machine"]["load_average_1min_during"] = {"min": min(loads, default=None), "max": max(loads, default=None)}
+    for b in benches:
+        report["results"].append(summarise(b, args.batch))
+    order = {n: i for i, n in enumerate(names)}
+    report["results"].sort(key=lambda r: order.get(r["name"], 99))
+    print_table(report["results"])
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
     return 0
+
+
+def summarise(b: Bench, batch: int) -> dict:
+    if b.error is not None:
+        return {"name": b.name, "error": b.error, "traceback": getattr(b, "traceback", None), "warmup_s": b.warmup_s}
+    totals = [p["total"] for p in b.parts]
+    med = statistics.median(totals)
+    return {"name": b.name, "images_per_s": batch / med, "images_per_s_at_min_step": batch / min(totals),
+            "step_median_s": med, "step_min_s": min(totals), "steps": len(totals), "warmup_s": b.warmup_s,
+            "parts_median_s": {k: statistics.median(p[k] for p in b.parts) for k in b.parts[0] if k != "total"},
+            }  # fmt: skip
+
+
+def print_table(results: list) -> None:
+    base = next((r for r in results if r["name"] == "fp32" and "images_per_s" in r), None)
+    print(f"{'config':<28} {'img/s (median)':>15} {'img/s (min step)':>17} {'x fp32':>7}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['name']:<28} error: {r['error']}")
+            continue
+        if base:
+            r["ratio_to_fp32"] = r["images_per_s"] / base["images_per_s"]
+            r["ratio_to_fp32_at_min_step"] = r["images_per_s_at_min_step"] / base["images_per_s_at_min_step"]
+        ratio = f"{r['ratio_to_fp32']:.2f}x" if base else "-"
+        print(f"{r['name']:<28} {r['images_per_s']:>15.1f} {r['images_per_s_at_min_step']:>17.1f} {ratio:>7}")
 
 
 if __name__ == "__main__":
