@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..files import one_line
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -104,7 +106,7 @@ def read_image_file(path: str) -> Image.Image:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ValueError(
-            f"{path}: not a readable image file (corrupt or truncated?): {_one_line(exc)}"
+            f"{path}: not a readable image file (corrupt or truncated?): {one_line(exc)}"
         ) from exc
 
 
@@ -136,7 +138,7 @@ class ZipImageReader:
             raise FileNotFoundError(f"image not found in zip archive: {where}") from None
         except (zipfile.BadZipFile, UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise ValueError(
-                f"{where}: not a readable image (corrupt or truncated?): {_one_line(exc)}"
+                f"{where}: not a readable image (corrupt or truncated?): {one_line(exc)}"
             ) from exc
 
     def __getstate__(self) -> dict:
@@ -153,7 +155,7 @@ def open_zip(path: str) -> zipfile.ZipFile:
     except FileNotFoundError:
         raise FileNotFoundError(f"zip archive not found: {path}") from None
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path}: not a readable zip archive: {_one_line(exc)}") from exc
+        raise ValueError(f"{path}: not a readable zip archive: {one_line(exc)}") from exc
 
 
 def remap_labels(original: Sequence[Hashable]) -> tuple[np.ndarray, list]:
@@ -186,8 +188,3 @@ def check_files_exist(paths: Sequence[str], listed_in: str) -> None:
         raise FileNotFoundError(
             f"{len(missing)} of {len(paths)} images listed in {listed_in} are missing, e.g. {missing[0]}"
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -2,9 +2,9 @@
 
 A checkpoint is a ``torch.save`` file holding only tensors and plain Python containers, so it
 loads with ``torch.load(weights_only=True)``: loading never runs code from the file. Files are
-written to a temporary name in the same directory, flushed to disk and renamed over the
-target with ``os.replace``, so a crash leaves either the old file or the new one, never a
-partial one.
+written with :func:`rkd_pml.files.atomic_write` (a temporary name in the same directory,
+flushed to disk and renamed over the target), so a crash leaves either the old file or the
+new one, never a partial one. ``atomic_write`` and ``atomic_write_text`` are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+
+from ..files import WriteError, atomic_write, atomic_write_text  # noqa: F401  (re-exported)
 
 FORMAT = "rkd-pml-checkpoint"
 VERSION = 1
@@ -28,43 +29,24 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: truncated, foreign or unsafe."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), mode="w")
+class CheckpointWriteError(WriteError, CheckpointError):
+    """A checkpoint that could not be written (a full disk...): an OSError naming the file;
+    the previous checkpoint at that path is unchanged."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Atomically save ``state`` (tensors and plain containers only) as a checkpoint."""
+    """Atomically save ``state`` (tensors and plain containers only) as a checkpoint.
+
+    Raises :class:`CheckpointWriteError` naming ``path`` when it cannot be written (a full
+    disk, a quota, an I/O error); the file that was there before stays intact.
+    """
     payload = {"format": FORMAT, "version": VERSION, **state}
-    atomic_write(path, lambda f: torch.save(payload, f))
+    try:
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except WriteError as exc:
+        kept = Path(path).is_file()
+        note = f"the previous {Path(path).name} is unchanged, so the run can continue with --resume" if kept else ""
+        raise CheckpointWriteError(path, exc, "checkpoint", note) from exc
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

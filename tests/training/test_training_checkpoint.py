@@ -1,8 +1,10 @@
 """Checkpoints: atomic writes, refusal of unsafe or broken files, RNG round trips."""
 
+import errno
 import os
 import pickle
 import random
+import stat
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from rkd_pml.training.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     atomic_write,
     get_rng_state,
     load_checkpoint,
@@ -106,3 +109,68 @@ def test_malicious_pickle_is_refused_without_running_code(tmp_path, writer):
     with pytest.raises(CheckpointError, match="refusing to load|truncated or not"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- write errors
+
+
+def _fail_writes(monkeypatch, code):
+    """Make every write to a temporary file fail with ``code`` after a few bytes."""
+    from rkd_pml import files
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.room = f, 64
+
+        def write(self, data):
+            if len(data) > self.room:
+                raise OSError(code, os.strerror(code))
+            self.room -= len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(files.atomic, "_fdopen", lambda fd, mode, **kw: Full(os.fdopen(fd, mode, **kw)))
+
+
+@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "no space left on device"),
+                                          (errno.EDQUOT, "disk quota exceeded")])
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, code, reason):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"step": 1})
+    before = path.read_bytes()
+    _fail_writes(monkeypatch, code)
+    with pytest.raises(CheckpointWriteError) as info:
+        save_checkpoint(path, {"step": 2, "model": {"w": torch.randn(64, 64)}})
+    message = str(info.value)
+    assert message.startswith(f"cannot write checkpoint {path}: {reason}")
+    assert "previous last.pt is unchanged" in message and "--resume" in message and "\n" not in message
+    assert isinstance(info.value, OSError) and isinstance(info.value, CheckpointError)
+    assert info.value.errno == code
+    monkeypatch.undo()
+    assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
+    assert os.listdir(path.parent) == ["last.pt"]  # no temporary file left
+
+
+def test_a_failed_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    _fail_writes(monkeypatch, errno.ENOSPC)
+    with pytest.raises(CheckpointWriteError, match="no space left on device") as info:
+        save_checkpoint(tmp_path / "best.pt", {"model": {"w": torch.randn(64, 64)}})
+    assert "previous" not in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_checkpoints_respect_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path / "last.pt", {"step": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "last.pt").st_mode) == 0o640
