@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..files import atomic_write, atomic_write_path, one_line
 from .weights import PretrainedArg, create_backbone, feature_width
 
 CONFIG_NAME = "config.json"
@@ -173,8 +173,8 @@ class EmbeddingModel(nn.Module):
         except TypeError as exc:
             raise TypeError(f"timm keyword arguments must be JSON values to be saved: {exc}") from exc
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
-        _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(config_text + "\n"))
+        atomic_write_path(path / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
+        atomic_write(path / CONFIG_NAME, config_text + "\n")
         return path
 
     @classmethod
@@ -202,7 +202,7 @@ class EmbeddingModel(nn.Module):
         except Exception as exc:
             raise ValueError(
                 f"{weights}: does not fit {config['model_name']!r} as described in {CONFIG_NAME}: "
-                f"{_short(exc)}"
+                f"{one_line(exc)}"
             ) from exc
         return model.to(map_location)
 
@@ -243,7 +243,7 @@ def read_config(file: Path) -> dict[str, Any]:
     try:
         config = json.loads(file.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file}: not a valid JSON config ({_short(exc)})") from exc
+        raise ValueError(f"{file}: not a valid JSON config ({one_line(exc)})") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f'{file}: not an EmbeddingModel config (no "format": "{FORMAT}")')
     if config.get("format_version", 0) > FORMAT_VERSION:
@@ -271,7 +271,7 @@ def check_weights(file: Path, config: Mapping[str, Any]) -> None:
             head = f.get_slice("head.weight").get_shape() if "head.weight" in keys else None
     except Exception as exc:
         raise ValueError(
-            f"{file}: not a valid safetensors file (corrupt or truncated?): {_short(exc)}"
+            f"{file}: not a valid safetensors file (corrupt or truncated?): {one_line(exc)}"
         ) from exc
     if head is None:
         raise ValueError(f"{file}: no 'head.weight' tensor: not the weights of an EmbeddingModel")
@@ -283,22 +283,5 @@ def check_weights(file: Path, config: Mapping[str, Any]) -> None:
         )
 
 
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
