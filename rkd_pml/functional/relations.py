@@ -4,6 +4,13 @@ Everything here is pure tensor math on a single ``(N, D)`` batch. The quantities
 ``N x N`` (never ``N x N x D``) and are accumulated in float64 so that the small
 differences RKD cares about (near-duplicate embeddings) survive the cancellation in
 ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j``.
+
+The centred batch is divided by a power of two that brings its largest entry into
+``[0.5, 1)`` before anything is squared. Every consumer of the relations is scale
+invariant (cosines, distances over their mean, rankings), and dividing by a power of two is
+exact, so this changes no result; it keeps every relation of order 1, so that their
+rounding to float32 for the ``N^3`` angle arithmetic neither overflows nor underflows
+whatever the embeddings' norm (``1e-30`` or ``1e30`` alike).
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ ACCUMULATE_DTYPE = torch.float64
 class Relations:
     """Pairwise structure of a batch ``x`` of shape ``(N, D)``.
 
+    The batch is centred and divided by :attr:`scale` first: all lengths are in units of
+    ``scale`` (multiply ``dist`` by it for the distances of ``x``).
+
     Attributes:
-        gram: ``(N, N)`` inner products of the centred batch.
+        gram: ``(N, N)`` inner products of the centred, rescaled batch.
         dist: ``(N, N)`` Euclidean distances, exactly 0 on the diagonal and for duplicates.
         inv_dist: ``(N, N)`` 1 / dist, and 0 where ``dist`` is 0.
         half_sq_dist: ``(N, N)`` half the squared distances, 0 where ``dist`` is 0. With it
@@ -38,6 +48,8 @@ class Relations:
             near-duplicate points.
         source_dtype: dtype of the embeddings the relations were computed from; the
             ``N^3`` angle arithmetic runs in float64 for float64 inputs, float32 otherwise.
+        scale: 0-d float64 power of two (no gradient): the relations are those of
+            ``(x - mean(x)) / scale``, whose largest absolute entry is in ``[0.5, 1)``.
     """
 
     gram: Tensor
@@ -45,6 +57,7 @@ class Relations:
     inv_dist: Tensor
     half_sq_dist: Tensor
     source_dtype: torch.dtype
+    scale: Tensor
 
     @property
     def size(self) -> int:
@@ -56,27 +69,65 @@ class Relations:
         return self.dist.sum() / (n * (n - 1))
 
 
-def relations(x: Tensor) -> Relations:
+def power_of_two_scale(x: Tensor, dim: int | None = None) -> Tensor:
+    """``2^k`` with ``max |x| / 2^k`` in ``[0.5, 1)``, over all of ``x`` (0-d) or along ``dim``
+    (kept as a size-1 dimension); 1 where ``x`` is all zeros. Detached, in ``x``'s dtype.
+
+    Dividing by it is exact (no rounding), so a scale-invariant result is unchanged bit for bit.
+    """
+    top = x.detach().abs()
+    top = top.amax() if dim is None else top.amax(dim=dim, keepdim=True)
+    _, exponent = torch.frexp(top)
+    return torch.ldexp(torch.ones_like(top), exponent)
+
+
+def unit_rows(x: Tensor) -> Tensor:
+    """Rows of ``x`` ``(N, D)`` L2-normalised in float64 ``(N, D)``; zero rows stay zero.
+
+    Each row is first divided by a power of two (exact) so that its squared norm can neither
+    overflow nor underflow: rows of norm ``1e30`` or ``1e-30`` become unit vectors too
+    (``F.normalize`` in float32 gives zeros for the first and leaves the second unscaled).
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.to(ACCUMULATE_DTYPE)
+        x = x / power_of_two_scale(x, dim=1)
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        positive = norm > 0
+        return torch.where(positive, x / torch.where(positive, norm, torch.ones_like(norm)), 0.0)
+
+
+def relations(x: Tensor, *, normalize: bool = False) -> Relations:
     """Gram matrix and distances of ``x`` ``(N, D)``, accumulated in float64.
 
-    The batch is centred first: distances and angles are translation invariant, and the
-    centred Gram matrix has the smallest entries, hence the smallest rounding error.
-    Gradients flow to ``x`` in its own dtype (none through duplicate pairs). Autocast is
-    switched off here: half-precision inputs are upcast, never the other way round.
+    The batch is centred first (distances and angles are translation invariant, and the
+    centred Gram matrix has the smallest entries, hence the smallest rounding error), then
+    divided by :func:`power_of_two_scale` (exact; see the module docstring). With
+    ``normalize`` the rows are L2-normalised first (:func:`unit_rows`). Gradients flow to
+    ``x`` in its own dtype (none through duplicate pairs). Autocast is switched off here:
+    half-precision inputs are upcast, never the other way round.
     """
     source_dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
+        if normalize:
+            x = unit_rows(x)
         # One pass: the float64 mean, then the float64 centred batch (exact differences).
         x = torch.sub(x, x.mean(dim=0, keepdim=True, dtype=ACCUMULATE_DTYPE))
         if x.dtype != ACCUMULATE_DTYPE:  # only for dtypes that do not promote to float64
             x = x.to(ACCUMULATE_DTYPE)
+        scale = power_of_two_scale(x)
+        x = x / scale
         gram = x @ x.T
         if torch.is_grad_enabled() and x.requires_grad:
             dist, inv_dist, half_sq = _distances(gram)
         else:
             dist, inv_dist, half_sq = _distances_inplace(gram)
     return Relations(
-        gram=gram, dist=dist, inv_dist=inv_dist, half_sq_dist=half_sq, source_dtype=source_dtype
+        gram=gram,
+        dist=dist,
+        inv_dist=inv_dist,
+        half_sq_dist=half_sq,
+        source_dtype=source_dtype,
+        scale=scale,
     )
 
 
