@@ -59,7 +59,9 @@ def rkd_angle_all_triplets_mean(
     Exact (float64 for float64 embeddings; float32 arithmetic on float64 relations
     otherwise), in ``O(N^2)`` memory whatever ``N``: the triplets are visited tile by tile
     and the gradient w.r.t. the student's relations is accumulated during the forward pass,
-    so nothing ``N^3`` is stored for backward.
+    so nothing ``N^3`` is stored for backward. Second derivatives (``create_graph=True``)
+    are exact as well, also in ``O(N^2)`` memory; a third derivative raises RuntimeError
+    (see :mod:`rkd_pml.functional.fused`).
 
     Args:
         backend: ``"auto"`` (torch.compile-fused kernel for large batches when it compiles,

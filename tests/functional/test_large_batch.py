@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rkd_pml.functional import fused
+from rkd_pml.functional import angle_backend, fused
 from rkd_pml.functional.angle import rkd_angle_all_triplets_mean
 from rkd_pml.functional.relations import relations
 
@@ -224,13 +224,13 @@ def test_compile_failure_is_caught_once_and_remembered(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     monkeypatch.delenv(fused.BACKEND_ENV, raising=False)
     # fresh caches, so the real kernels are untouched
-    monkeypatch.setattr(fused, "_COMPILED", {})
-    monkeypatch.setattr(fused, "_FAILURES", {})
-    monkeypatch.setattr(fused, "_WARNED", set())
+    monkeypatch.setattr(angle_backend, "_COMPILED", {})
+    monkeypatch.setattr(angle_backend, "_FAILURES", {})
+    monkeypatch.setattr(angle_backend, "_WARNED", set())
     tile = 5
     s, t = torch.randn(12, 4, dtype=torch.float64), torch.randn(12, 6, dtype=torch.float64)
     rel_s, rel_t = relations(s.requires_grad_(True)), relations(t)
-    monkeypatch.setattr(fused, "AUTO_COMPILE_MIN_BATCH", 0)
+    monkeypatch.setattr(angle_backend, "AUTO_COMPILE_MIN_BATCH", 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         a = rkd_angle_all_triplets_mean(rel_s, rel_t, backend="auto", tile=tile)

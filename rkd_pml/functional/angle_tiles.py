@@ -1,0 +1,194 @@
+"""Tiled drivers of the all-triplets angle loss: its value, gradient and second derivative.
+
+The end points are padded to a multiple of a tile size ``T`` and cut into tiles; for two
+end tiles ``I <= J`` a kernel (:mod:`rkd_pml.functional.angle_kernels`) evaluates the
+triplets (vertex a, b in I, c in J) and returns sums over each axis, which are scattered
+into ``N x N`` accumulators. Memory is ``O(N^2)`` plus one block whatever ``N``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from .angle_backend import kernel_for, mark_dynamic
+from .angle_kernels import block_eager, block_hvp
+from .relations import power_of_two_scale
+
+#: Tile size per device type (vertices per block and end points per tile).
+TILE_SIZES = {"cpu": 64}
+DEFAULT_TILE_SIZE = 128
+
+#: The eager kernel works on blocks of about this many triplets (vertices x T x T): a few
+#: MiB of temporaries on CPU (cache-sized), more on accelerators (fewer kernel launches).
+EAGER_BLOCK_ELEMENTS = {"cpu": 2**18}
+DEFAULT_EAGER_BLOCK_ELEMENTS = 2**24
+
+
+def tile_size(device: torch.device) -> int:
+    return TILE_SIZES.get(torch.device(device).type, DEFAULT_TILE_SIZE)
+
+
+def _no_autocast(device: torch.device):
+    """Autocast off: the kernels are element-wise, and compiled code is not retraced for it."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # a device type without autocast support
+        return contextlib.nullcontext()
+
+
+def _column_tiles(mats: list[Tensor], n_pad: int, t: int, dtype: torch.dtype) -> Tensor:
+    """``(nb, len(mats), n_pad, t)``: ``out[k, m, a, u] = mats[m][a, k t + u]``, zero-padded."""
+    n = mats[0].shape[0]
+    nb = n_pad // t
+    out = torch.zeros(nb, len(mats), n_pad, t, dtype=dtype, device=mats[0].device)
+    for m, mat in enumerate(mats):
+        padded = torch.zeros(n, n_pad, dtype=dtype, device=mat.device)
+        padded[:, :n] = mat
+        out[:, m, :n, :] = padded.view(n, nb, t).transpose(0, 1)
+    return out
+
+
+def _from_column_tiles(m: Tensor, n: int) -> Tensor:
+    """Inverse of :func:`_column_tiles` for one matrix ``(nb, n_pad, t)`` -> ``(n, n)``."""
+    nb, n_pad, t = m.shape
+    return m.transpose(0, 1).reshape(n_pad, nb * t)[:n, :n]
+
+
+def _vertex_block(device: torch.device, t: int) -> int:
+    return max(1, EAGER_BLOCK_ELEMENTS.get(device.type, DEFAULT_EAGER_BLOCK_ELEMENTS) // (t * t))
+
+
+def angle_sums(
+    s_half_sq: Tensor,
+    s_inv: Tensor,
+    t_half_sq: Tensor,
+    t_inv: Tensor,
+    *,
+    need_grad: bool,
+    backend: str = "auto",
+    compute_dtype: torch.dtype = torch.float32,
+    tile: int | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Sum of the Huber errors over ordered triplets of distinct examples, and its gradient.
+
+    Inputs are ``(N, N)`` relations (see :class:`~rkd_pml.functional.relations.Relations`).
+    Returns ``(loss_sum, d_h, d_r_over_d)`` in float64: ``d_h`` ``(N, N)`` the gradient
+    w.r.t. the student's ``h``; ``d_r_over_d`` ``(N, N)`` the gradient w.r.t. ``r`` divided by
+    the distance (multiply by ``d`` to get it). Both are ``None`` unless ``need_grad``.
+    The arithmetic runs in ``compute_dtype``; memory is ``O(N^2)`` plus one block.
+    """
+    n = s_half_sq.shape[0]
+    device = s_half_sq.device
+    t = tile or tile_size(device)
+    kernel = kernel_for(backend, n, device, compute_dtype, t, need_grad)
+    nb = -(-n // t)
+    n_pad = nb * t
+
+    with torch.no_grad(), _no_autocast(device):
+        mats = [m.detach() for m in (s_half_sq, s_inv, t_half_sq, t_inv)]
+        cols = _column_tiles(mats, n_pad, t, compute_dtype)  # [h_s, r_s, h_t, r_t]
+        del mats
+        if need_grad:
+            grad_h = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
+            grad_v = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
+        if kernel is not None:
+            w_off = torch.full((t, t), 2.0, dtype=compute_dtype, device=device)
+            w_diag = 1.0 - torch.eye(t, dtype=compute_dtype, device=device)
+            loss_acc = torch.zeros(n_pad, t, dtype=compute_dtype, device=device)
+        else:
+            loss_acc = torch.zeros((), dtype=compute_dtype, device=device)
+            block = _vertex_block(device, t)
+        for i in range(nb):
+            rows_i = slice(i * t, (i + 1) * t)
+            for j in range(i, nb):
+                diag = i == j
+                ci, cj = cols[i], cols[j]
+                bc = cj[0::2, rows_i].contiguous()  # h_s, h_t between I and J
+                if kernel is not None:
+                    mark_dynamic(ci, cj)
+                    out = kernel(ci, cj, bc, w_diag if diag else w_off)
+                    if not need_grad:
+                        loss_acc += out
+                        continue
+                    loss_acc += out[0]
+                    grad_h[i] += out[1]
+                    grad_h[j] += out[2]
+                    grad_h[j, rows_i] -= out[3]
+                    grad_v[i] += out[4]
+                    grad_v[j] += out[5]
+                    continue
+                for a0 in range(0, n, block):
+                    rows_a = slice(a0, min(a0 + block, n))
+                    out = block_eager(ci[:, rows_a], cj[:, rows_a], bc, diag, need_grad)
+                    loss_acc += out[0]
+                    if need_grad:
+                        grad_h[i, rows_a] += out[1]
+                        grad_h[j, rows_a] += out[2]
+                        grad_h[j, rows_i] -= out[3]
+                        grad_v[i, rows_a] += out[4]
+                        grad_v[j, rows_a] += out[5]
+        loss_sum = loss_acc.sum(dtype=torch.float64)
+        if not need_grad:
+            return loss_sum, None, None
+        d_h = _from_column_tiles(grad_h, n).to(torch.float64)
+        d_r_over_d = _from_column_tiles(grad_v, n).to(torch.float64)
+        return loss_sum, d_h, d_r_over_d
+
+
+def angle_hvp(
+    s_half_sq: Tensor,
+    s_inv: Tensor,
+    t_half_sq: Tensor,
+    t_inv: Tensor,
+    u: Tensor,
+    w: Tensor,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+    tile: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Hessian of the triplet Huber sum of :func:`angle_sums` applied to a direction.
+
+    ``u`` and ``w`` ``(N, N)`` are the direction for the student's ``h`` and ``r``. Returns
+    ``(H_hh u + H_hr w, H_rh u + H_rr w)``, two ``(N, N)`` float64 tensors: the exact second
+    derivative of the same function (same triplets, same entries read), evaluated by the
+    eager kernel in ``compute_dtype`` in ``O(N^2)`` memory. The direction is rescaled by a
+    power of two (exact: the product is linear in it) so its rounding cannot overflow.
+    """
+    n = s_half_sq.shape[0]
+    device = s_half_sq.device
+    t = tile or tile_size(device)
+    nb = -(-n // t)
+    n_pad = nb * t
+    with torch.no_grad(), _no_autocast(device):
+        u, w = u.detach().to(torch.float64), w.detach().to(torch.float64)
+        scale = power_of_two_scale(torch.stack([u.abs().amax(), w.abs().amax()]))
+        mats = [m.detach() for m in (s_half_sq, s_inv, t_half_sq, t_inv)]
+        cols = _column_tiles(mats, n_pad, t, compute_dtype)  # [h_s, r_s, h_t, r_t]
+        dirs = _column_tiles([u / scale, w / scale], n_pad, t, compute_dtype)  # [u, w]
+        del mats
+        out_h = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
+        out_r = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
+        w_off = torch.full((t, t), 2.0, dtype=compute_dtype, device=device)
+        w_diag = 1.0 - torch.eye(t, dtype=compute_dtype, device=device)
+        block = _vertex_block(device, t)
+        for i in range(nb):
+            rows_i = slice(i * t, (i + 1) * t)
+            for j in range(i, nb):
+                ci, cj, di, dj = cols[i], cols[j], dirs[i], dirs[j]
+                bc = cj[0::2, rows_i].contiguous()
+                u_bc = dj[0, rows_i].contiguous()
+                wgt = w_diag if i == j else w_off
+                for a0 in range(0, n, block):
+                    rows_a = slice(a0, min(a0 + block, n))
+                    out = block_hvp(ci[:, rows_a], cj[:, rows_a], bc, di[:, rows_a], dj[:, rows_a], u_bc, wgt)
+                    out_h[i, rows_a] += out[0]
+                    out_h[j, rows_a] += out[1]
+                    out_h[j, rows_i] -= out[2]
+                    out_r[i, rows_a] += out[3]
+                    out_r[j, rows_a] += out[4]
+        hh = _from_column_tiles(out_h, n).to(torch.float64) * scale
+        hr = _from_column_tiles(out_r, n).to(torch.float64) * scale
+        return hh, hr
