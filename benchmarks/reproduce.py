@@ -82,6 +82,15 @@ METHODS: dict[str, tuple[str, str, str | None]] = {
     "self": ("Self-distillation (RKD-DA)", "distill", "rkd"),
     "self-long": ("Self-distillation (RKD-DA) at the teacher's budget", "distill", "rkd"),
 }
+def _registered_methods() -> dict[str, tuple[str, str, str | None]]:
+    """Every distillation loss of the package's registry that the table above does not name."""
+    from rkd_pml.losses.registry import DISTILLATION_LOSSES
+
+    named = {m[2] for m in METHODS.values()}
+    return {name: (entry.help or name, "distill", name) for name, entry in DISTILLATION_LOSSES.items() if name not in named}
+
+
+METHODS.update(_registered_methods())
 STUDENT_METHODS = ("triplet", "fitnet", "darkrank", "rkd-d", "rkd-a", "rkd-da")
 #: student = the teacher's architecture and size, no L2; "self-long" trains on the teacher's schedule
 SELF_METHODS = ("self", "self-long")
@@ -466,11 +475,12 @@ def machine_info(workers: int, threads: int) -> dict[str, Any]:
     with contextlib.suppress(OSError, AttributeError):
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     with contextlib.suppress(Exception):
-        import pytorch_metric_learning
         import timm
 
+        from rkd_pml._pml import pml_version
+
         info["timm"] = timm.__version__
-        info["pytorch_metric_learning"] = pytorch_metric_learning.__version__
+        info["pytorch_metric_learning"] = pml_version()
     return info
 
 

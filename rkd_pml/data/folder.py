@@ -1,6 +1,8 @@
 """Any ``root/<class>/<image>`` tree (images may sit deeper inside a class folder).
 
-Class folders sorted by name are split in two: the first ceil(C/2) train, the rest test.
+Class folders sorted by name are split in two: the first ceil(C/2) train, the rest test; or,
+with a separate test folder (``test_root``), every class under ``root`` trains and every class
+under ``test_root`` tests.
 Labels are ``0..C-1`` within each split; ``dataset.classes[label]`` is the folder name.
 """
 
@@ -23,10 +25,18 @@ def load_folder(
     root = os.fspath(root)
     by_class = scan_class_folders(root)
     train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
-    train_classes, test_classes = split_classes(by_class)
+    if options.test_root is None:
+        train_classes, test_classes = split_classes(by_class)
+        splits = ((by_class, train_classes), (by_class, test_classes))
+    else:
+        test_by_class = scan_class_folders(os.fspath(options.test_root))
+        for what, classes, where in (("training", by_class, root), ("test", test_by_class, options.test_root)):
+            if len(classes) < 2:
+                raise ValueError(f"{where}: the {what} split needs at least 2 class folders, found {len(classes)}")
+        splits = ((by_class, sorted(by_class)), (test_by_class, sorted(test_by_class)))
     datasets = []
-    for split, chosen, transform in (("train", train_classes, train_tf), ("test", test_classes, test_tf)):
-        pairs = [(c, path) for c in chosen for path in by_class[c]]
+    for split, (source, chosen), transform in zip(("train", "test"), splits, (train_tf, test_tf)):
+        pairs = [(c, path) for c in chosen for path in source[c]]
         labels, classes = remap_labels([c for c, _ in pairs])
         datasets.append(
             ImageDataset(

@@ -9,6 +9,7 @@ from typing import Any
 
 from ._common import LoadOptions
 from .base import ImageDataset
+from . import digits, folder, omniglot, standard
 from .digits import load_digits
 from .folder import load_folder
 from .omniglot import load_omniglot
@@ -24,6 +25,14 @@ DATASETS: dict[str, Loader] = {
     "cub200": partial(load_standard, "cub200"),
     "cars196": partial(load_standard, "cars196"),
     "sop": partial(load_standard, "sop"),
+}
+
+#: name -> image side used when none is given
+DEFAULT_IMAGE_SIZES: dict[str, int] = {
+    "digits": digits.DEFAULT_IMAGE_SIZE,
+    "omniglot": omniglot.DEFAULT_IMAGE_SIZE,
+    "folder": folder.DEFAULT_IMAGE_SIZE,
+    **{name: standard.DEFAULT_IMAGE_SIZE for name in standard.LAYOUTS},
 }
 
 #: The Recall@K values reported for each data set (the paper's); others use (1, 2, 4, 8).
@@ -42,6 +51,8 @@ def load_dataset(
     train_transform: str = "random_resized_crop",
     in_chans: int | None = None,
     data_config: Mapping[str, Any] | None = None,
+    test_transform: str | None = None,
+    test_root: str | os.PathLike[str] | None = None,
 ) -> tuple[ImageDataset, ImageDataset]:
     """``(train_set, test_set)`` of data set ``name`` (a key of :data:`DATASETS`).
 
@@ -56,8 +67,15 @@ def load_dataset(
         train_transform: "random_resized_crop", "paper" or "none" (see :mod:`.transforms`).
         in_chans: 3 (RGB) or 1 (grey); default: ``data_config``'s channels, else 3.
         data_config: a model's ``data_config`` (interpolation, crop_pct, input size).
+        test_transform: "paper" (resize to S*256/224, centre crop) or "timm" (timm's eval
+            transform); default: paper with the paper's training transform, else timm.
+        test_root: "folder" only: a separate folder of test classes; then every class under
+            ``root`` is a training class.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
-    options = LoadOptions(image_size, train_transform, in_chans, data_config)
+    if test_root is not None and name != "folder":
+        raise ValueError(f"test_root (--test-root) is for the folder data set, not {name!r}")
+    options = LoadOptions(image_size, train_transform, in_chans, data_config, test_transform,
+                          None if test_root is None else os.fspath(test_root))
     return DATASETS[name](root, options)

@@ -2,12 +2,17 @@
 
 from .embedding import EmbeddingModel, resolve_data_config
 from .frozen import FrozenModel, freeze_teacher
+from .saved import build_model, find_saved_model, load_teacher, saved_training_data
 from .weights import PretrainedWeightsError, check_model_name, create_backbone
 
 __all__ = [
     "EmbeddingModel",
     "FrozenModel",
     "PretrainedWeightsError",
+    "build_model",
+    "find_saved_model",
+    "load_teacher",
+    "saved_training_data",
     "check_model_name",
     "create_backbone",
     "freeze_teacher",

@@ -86,6 +86,9 @@ class EmbeddingModel(nn.Module):
         std = torch.tensor(self._data_config["std"], dtype=torch.float32).view(shape)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+        #: the data settings the model was trained with (data set, root, image size, channels,
+        #: transforms), recorded by the training jobs and saved with the model; None otherwise
+        self.training_data: dict[str, Any] | None = None
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -109,6 +112,7 @@ class EmbeddingModel(nn.Module):
             "data_config": {k: _jsonable(v) for k, v in self._data_config.items()},
             "timm_kwargs": dict(self.timm_kwargs),
             "timm_version": timm.__version__,
+            "training_data": self.training_data,
         }
 
     def normalize_input(self, images: Tensor) -> Tensor:
@@ -195,6 +199,7 @@ class EmbeddingModel(nn.Module):
             data_config=config["data_config"],
             **config.get("timm_kwargs", {}),
         )
+        model.training_data = config.get("training_data")
         from safetensors.torch import load_model
 
         try:
@@ -254,6 +259,17 @@ def read_config(file: Path) -> dict[str, Any]:
     missing = [k for k in required if k not in config]
     if missing:
         raise ValueError(f"{file}: config lacks {', '.join(missing)}")
+    expected = {
+        "model_name": (str,), "embedding_dim": (int,), "feature_dim": (int,), "l2_normalize": (bool,),
+        "in_chans": (int,), "data_config": (dict,), "timm_kwargs": (dict,), "training_data": (dict, type(None)),
+    }
+    for key, types in expected.items():
+        value = config.get(key, {} if key == "timm_kwargs" else None)
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            raise ValueError(f"{file}: {key} must be of type {' or '.join(t.__name__ for t in types)}, got {value!r}")
+    if config["embedding_dim"] < 1 or config["in_chans"] not in (1, 3):
+        raise ValueError(f"{file}: embedding_dim must be >= 1 and in_chans 1 or 3, got {config['embedding_dim']}, {config['in_chans']}")
     return config
 
 

@@ -4,67 +4,47 @@
   :class:`TeacherConfig`, :class:`BaselineConfig`, :class:`DistillConfig` (the RKD paper's
   recipe by default) or keyword overrides; each returns its results dict.
 * :func:`evaluate_saved`: Recall@K of a saved model; :func:`demo`: the three runs on digits.
-* :class:`DistillationTrainer`: the same distillation as a pytorch-metric-learning trainer.
+* :class:`DistillationTrainer`: the same distillation as a pytorch-metric-learning 2 trainer
+  (imported on demand: PML 3 has no trainers).
 
-Under ``torchrun`` the jobs train on all the processes (:func:`distributed_session`; see
-:mod:`rkd_pml.training.distributed_setup`).
+Under ``torchrun`` the jobs train on all the processes (see :mod:`rkd_pml.distributed.session`).
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, TripletConfig
-from .distributed_setup import DistributedContext, distributed_session
-from .jobs import (
-    DEMO_SETTINGS,
-    build_model,
-    demo,
-    distill,
-    evaluate_saved,
-    find_saved_model,
-    load_teacher,
-    resolve_device,
-    train_baseline,
-    train_teacher,
-)
-from .loop import TrainingInterrupted, TrainingSetup, epoch_batches, fit, request_stop, stop_on_signals
-from .objective import (
-    DistributedObjective,
-    Objective,
-    build_objective,
-    distillation_loss_names,
-    register_distillation_loss,
-)
+from .demo import DEMO_SETTINGS, demo
+from .evaluate_job import evaluate_all, evaluate_saved
+from .jobs import distill, resolve_device, run_job, train_baseline, train_teacher
+from .loop import TrainingSetup, fit
+from .objective import Objective, build_objective
+from .resolve import SettingWarning
 from .run_dir import RunDir, is_main_process
+from .signals import TrainingInterrupted, request_stop, stop_on_signals
 
 __all__ = [
     "BaselineConfig",
     "CheckpointError",
     "DEMO_SETTINGS",
     "DistillConfig",
-    "DistributedContext",
-    "DistributedObjective",
     "Objective",
     "RunDir",
+    "SettingWarning",
     "TeacherConfig",
     "TrainConfig",
     "TrainingInterrupted",
     "TrainingSetup",
     "TripletConfig",
-    "build_model",
     "build_objective",
     "demo",
     "distill",
-    "distillation_loss_names",
-    "distributed_session",
-    "epoch_batches",
+    "evaluate_all",
     "evaluate_saved",
-    "find_saved_model",
     "fit",
     "is_main_process",
     "load_checkpoint",
-    "load_teacher",
-    "register_distillation_loss",
     "request_stop",
     "resolve_device",
+    "run_job",
     "save_checkpoint",
     "stop_on_signals",
     "train_baseline",

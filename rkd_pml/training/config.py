@@ -1,7 +1,5 @@
-"""One dataclass per job, with the RKD paper's metric-learning recipe as defaults.
-
-Every field can be overridden, from Python (``DistillConfig(lr=3e-4)``) or from the command
-line. The defaults reproduce the official recipe (Park et al., CVPR 2019):
+"""One dataclass per job, the single source of truth of every setting: default, type, choices,
+help text and command-line flag (see :mod:`.settings`); the RKD paper's recipe by default.
 
 * teacher: ResNet-50 + Linear(512) + L2, triplet loss (margin 0.2) on distance-weighted
   triplets, Adam lr 1e-5 / weight decay 1e-5, 40 epochs x 100 iterations, lr x0.5 at
@@ -11,28 +9,41 @@ line. The defaults reproduce the official recipe (Park et al., CVPR 2019):
 * batches of 128 with 4 images per class (the paper: about 5; PML's sampler needs a divisor
   of the batch size); Recall@1/2/4/8 on the test classes.
 
-Under ``torchrun`` the same jobs run on several processes; ``batch_size`` is then the global
-batch, split evenly across them (see :mod:`rkd_pml.training.distributed_setup`).
+Settings left at ``None`` are resolved before a run starts (:mod:`.resolve`): from the
+teacher's run for ``distill`` (data set, root, image size, channels, test transform), else
+from the data set and the model; each run's ``config.json`` holds the resolved values.
 
-Two deliberate differences: ``pretrained`` is off by default (the paper starts from ImageNet
-weights; turn it on, or pass a local ``weights`` file, when they are available), and the
-image size defaults to the data set's own default instead of 224.
+Two deliberate differences from the paper: ``pretrained`` is off by default (turn it on, or
+pass a local ``weights`` file, when ImageNet weights are available), and the image size
+defaults to the data set's own default instead of 224.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass
 from typing import Any
 
-#: Fields that may differ when a run is resumed: how it executes, how often it evaluates or
-#: checkpoints (neither changes the weights), and ``epochs`` (to train an ended run longer).
-RUNTIME_FIELDS = frozenset(
-    {
-        "resume", "overwrite", "progress", "device", "num_workers", "eval_batch_size", "out",
-        "epochs", "eval_every", "checkpoint_every", "sync_bn",
-    }
-)
+from .settings import from_mapping, redefault, runtime_fields, setting, to_mapping
+
+
+def _datasets() -> list[str]:
+    from ..data import DATASETS
+
+    return sorted(DATASETS)
+
+
+def _losses() -> list[str]:
+    from ..losses.registry import distillation_loss_names
+
+    return distillation_loss_names()
+
+
+#: the validation fraction used when none is given (where the data allows one)
+AUTO_VAL_FRACTION = 0.2
+TRANSFORMS = ("paper", "random_resized_crop", "none")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -40,134 +51,147 @@ class TrainConfig:
     """Settings shared by every training job."""
 
     # data
-    dataset: str = "digits"
-    root: str | None = None
-    image_size: int | None = None
-    #: "paper" (resize to S*256/224, random S crop, flip), "random_resized_crop" or "none"
-    train_transform: str = "paper"
-    val_fraction: float = 0.0
+    dataset: str | None = setting(None, "data set", choices=_datasets, shown="the teacher's, else digits")
+    root: str | None = setting(None, "where the data set lives (a folder, or omniglot's .zip)", metavar="PATH")
+    test_root: str | None = setting(
+        None, "folder data: a separate folder of test classes (then --root holds only training classes)", metavar="PATH"
+    )
+    image_size: int | None = setting(None, "image side in pixels", metavar="PX", shown="the teacher's, else the data set's")
+    in_chans: int | None = setting(None, "input channels: 3 (RGB) or 1 (grey)", metavar="C", shown="the teacher's, else 3")
+    train_transform: str = setting(
+        "paper", "training augmentation: paper = resize to S*256/224, random SxS crop, flip; "
+        "random_resized_crop = timm's; none = the test transform", choices=TRANSFORMS,
+    )
+    test_transform: str | None = setting(
+        None, "paper = resize to S*256/224, centre crop; timm = timm's eval transform",
+        choices=("paper", "timm"), shown="paper with the paper's training transform, else timm",
+    )
+    val_fraction: float | None = setting(
+        None, "fraction of the training classes held out as a validation split that picks the best epoch "
+        "(0: pick by test Recall@1, as the paper)", metavar="F",
+        shown=f"{AUTO_VAL_FRACTION} where that holds out >= 2 classes and keeps >= 2, else 0",
+    )
     # batches and schedule
-    epochs: int = 40
-    iterations_per_epoch: int = 100
-    batch_size: int = 128
-    #: images per class in a batch. None: 4 (the paper samples "about 5"; PML's sampler needs a
-    #: divisor of the batch size), raised to the smallest divisor that fills a batch when the
-    #: training split has fewer than batch_size / 4 classes
-    m_per_class: int | None = None
-    lr: float = 1e-5
-    weight_decay: float = 1e-5
-    lr_milestones: tuple[int, ...] = (25, 30, 35)
-    lr_gamma: float = 0.5
+    epochs: int = setting(40, "number of epochs", metavar="N", runtime=True)
+    iterations_per_epoch: int = setting(100, "training steps per epoch", flags=("--iterations-per-epoch", "--iters"), metavar="N")
+    batch_size: int = setting(128, "images per batch (under torchrun: the global batch)", metavar="N")
+    m_per_class: int | None = setting(
+        None, "images of each class in a batch", metavar="M",
+        shown="4, or the smallest divisor of the batch size that the training classes fill",
+    )
+    lr: float = setting(1e-5, "Adam learning rate", metavar="LR")
+    weight_decay: float = setting(1e-5, "Adam weight decay", metavar="WD")
+    lr_milestones: tuple[int, ...] = setting((25, 30, 35), "epochs after which the learning rate is multiplied by --lr-gamma", metavar="E1,E2,...")
+    lr_gamma: float = setting(0.5, "learning-rate factor at each milestone", metavar="G")
     # evaluation
-    #: Ks of Recall@K; None: the data set's usual ones (1, 2, 4, 8; SOP 1, 10, 100, 1000)
-    recall_ks: tuple[int, ...] | None = None
-    eval_every: int = 1
-    eval_batch_size: int = 256
+    recall_ks: tuple[int, ...] | None = setting(None, "Ks of Recall@K (must include 1)", metavar="K1,K2,...", shown="1,2,4,8; sop: 1,10,100,1000")
+    eval_every: int = setting(1, "evaluate every N epochs (and after the last)", metavar="N", runtime=True)
+    eval_batch_size: int = setting(256, "batch size when embedding the evaluation images", metavar="N", runtime=True)
+    # speed
+    precision: str = setting(
+        "fp32", "autocast precision of the forward passes: bf16 (CPU, CUDA), fp16 (CUDA, with a gradient scaler)",
+        choices=PRECISIONS,
+    )
+    channels_last: bool = setting(False, "channels-last memory format for the models")
+    compile: bool = setting(False, "torch.compile the models (falls back to eager once, with a warning)")
+    num_workers: int = setting(0, "data-loading worker processes (resume stays exact: each batch is seeded)", metavar="N", runtime=True)
     # run
-    out: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    checkpoint_every: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    #: with several processes on GPUs (torchrun): SyncBatchNorm, so that BatchNorm normalises
-    #: with the statistics of the global batch as in a single process; no effect in one process
-    sync_bn: bool = False
+    out: str | None = setting(None, "output directory: config.json, metrics.jsonl, results.json, recall.png, checkpoints/, model/", metavar="DIR", shown="runs/<job>", runtime=True)
+    seed: int = setting(0, "random seed (weights, batches, augmentation)", metavar="S")
+    device: str = setting("auto", "cpu, cuda, cuda:N, mps or auto (CUDA when available)", metavar="DEV", runtime=True)
+    checkpoint_every: int = setting(0, "also save the resume checkpoint every N steps within an epoch (0: at epoch ends)", metavar="N", runtime=True)
+    resume: bool = setting(False, "continue the interrupted run in --out from its last checkpoint (its saved settings are reused)", runtime=True)
+    overwrite: bool = setting(False, "replace an existing run of this package in --out", runtime=True)
+    progress: bool = setting(True, "progress bars", runtime=True)
+    tensorboard: bool = setting(False, "also write the logged scalars for TensorBoard (needs the tensorboard package)", runtime=True)
+    sync_bn: bool = setting(False, "under torchrun on GPUs: SyncBatchNorm, so BatchNorm sees the global batch", runtime=True)
 
     #: name of the job, written to config.json
     job = "train"
+    #: flags that name a field differently in this job
+    flag_names = {}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly view; loss or miner objects are recorded by their class name."""
-        out: dict[str, Any] = {"job": self.job}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = list(value)
-            elif value is not None and not isinstance(value, (str, int, float, bool, list, dict)):
-                value = f"<{type(value).__module__}.{type(value).__qualname__}>"
-            out[f.name] = value
-        return out
+        """JSON values, with the job's name; loss or miner objects are recorded by class name."""
+        return {"job": self.job, **to_mapping(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        """Inverse of :meth:`to_dict`; objects recorded by name cannot be restored."""
-        names = {f.name: f for f in fields(cls)}
-        kwargs = {}
-        for key, value in data.items():
-            if key == "job":
-                continue
-            if key not in names:
-                raise ValueError(f"unknown {cls.__name__} field {key!r}")
-            if isinstance(value, list):
-                value = tuple(value)
-            kwargs[key] = value
-        return cls(**kwargs)
+    def from_dict(cls, data: dict[str, Any], source: str = "config", complete: bool = False):
+        """Inverse of :meth:`to_dict`, with every value type-checked (see :func:`.settings.from_mapping`)."""
+        return from_mapping(cls, data, source, complete)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
-        """Raise ValueError for settings that cannot work, saying what to change."""
-        positive = ("epochs", "iterations_per_epoch", "batch_size", "eval_every", "eval_batch_size")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.m_per_class is not None and self.m_per_class < 1:
-            raise ValueError(f"m_per_class must be at least 1, got {self.m_per_class}")
-        if self.m_per_class is not None and self.batch_size % self.m_per_class:
-            raise ValueError(
-                f"batch_size ({self.batch_size}) must be a multiple of m_per_class "
-                f"({self.m_per_class})"
-            )
-        if not 0.0 <= self.val_fraction < 1.0:
+        """Raise ValueError for settings that cannot work, naming the setting."""
+        for name in ("epochs", "iterations_per_epoch", "batch_size", "eval_every", "eval_batch_size"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("checkpoint_every", "num_workers"):
+            _at_least(name, getattr(self, name), 0)
+        if self.m_per_class is not None:
+            _at_least("m_per_class", self.m_per_class, 1)
+            if self.batch_size % self.m_per_class:
+                raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of m_per_class ({self.m_per_class})")
+        if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        _positive("lr", self.lr)
+        _positive("lr_gamma", self.lr_gamma)
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}")
-        if self.train_transform not in ("paper", "random_resized_crop", "none"):
-            raise ValueError(
-                f"train_transform must be 'paper', 'random_resized_crop' or 'none', got {self.train_transform!r}"
-            )
-        if self.recall_ks is not None and (not self.recall_ks or any(int(k) < 1 for k in self.recall_ks)):
-            raise ValueError(f"recall_ks must be positive integers, got {self.recall_ks}")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.in_chans not in (None, 1, 3):
+            raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans}")
+        if self.recall_ks is not None:
+            if not self.recall_ks or any(int(k) < 1 for k in self.recall_ks):
+                raise ValueError(f"recall_ks must be positive integers, got {self.recall_ks}")
+            if 1 not in self.recall_ks:
+                raise ValueError(f"recall_ks must include 1 (Recall@1 selects the best epoch), got {self.recall_ks}")
+        if any(int(m) < 1 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones must be epochs >= 1, got {self.lr_milestones}")
+        for name, allowed in (("train_transform", TRANSFORMS), ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.test_root is not None and self.dataset not in (None, "folder"):
+            raise ValueError(f"test_root is for the folder data set, not {self.dataset!r}")
+
+
+def _at_least(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass
 class TripletConfig(TrainConfig):
     """A model trained on its own with triplet loss on distance-weighted triplets."""
 
-    model: str = "resnet50"
-    embedding_dim: int = 512
-    pretrained: bool = False
-    weights: str | None = None
-    l2_normalize: bool = True
-    margin: float = 0.2
-    #: ``"distance_weighted"`` (the recipe), ``"none"`` (all triplets) or a PML miner object
-    miner: Any = "distance_weighted"
-    #: ``"mean"`` averages over every mined triplet as the official code does;
-    #: ``"avg_nonzero"`` is PML's default (mean over triplets with a positive loss)
-    triplet_reduction: str = "mean"
+    model: str = setting("resnet50", "a timm model name (e.g. resnet18) or a saved model directory to start from", metavar="NAME|DIR")
+    embedding_dim: int = setting(512, "width of the embedding (linear head after the pooled features)", metavar="D")
+    pretrained: bool = setting(False, "start from timm's ImageNet weights (needs network access or a cached copy)")
+    weights: str | None = setting(None, "start from a local timm weights file (.safetensors/.pth)", metavar="FILE")
+    l2_normalize: bool = setting(True, "L2-normalise the embedding")
+    margin: float = setting(0.2, "triplet margin", metavar="M")
+    #: "distance_weighted" (the recipe), "none" (all triplets) or a PML miner object
+    miner: Any = setting("distance_weighted", "triplet sampling: distance-weighted (Wu et al. 2017) or all triplets", choices=("distance_weighted", "none"))
+    triplet_reduction: str = setting("mean", "mean over all mined triplets (official RKD code) or over the non-zero ones (PML's default)", choices=("mean", "avg_nonzero"))
 
     job = "train-triplet"
 
     def validate(self) -> None:
         super().validate()
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be at least 1, got {self.embedding_dim}")
-        if self.margin < 0:
-            raise ValueError(f"margin must be non-negative, got {self.margin}")
+        _at_least("embedding_dim", self.embedding_dim, 1)
+        _non_negative("margin", self.margin)
         if self.triplet_reduction not in ("mean", "avg_nonzero"):
             raise ValueError(f"triplet_reduction must be 'mean' or 'avg_nonzero', got {self.triplet_reduction!r}")
 
@@ -177,61 +201,72 @@ class TeacherConfig(TripletConfig):
     """Teacher: ResNet-50 + Linear(512) + L2, triplet loss, the paper's teacher schedule."""
 
     job = "train-teacher"
+    flag_names = {"model": "--teacher"}
 
 
 @dataclass
 class BaselineConfig(TripletConfig):
     """Baseline student: the student's architecture trained like the teacher (triplet)."""
 
-    model: str = "resnet18"
-    embedding_dim: int = 64
+    model: str = redefault(TripletConfig, "model", "resnet18")
+    embedding_dim: int = redefault(TripletConfig, "embedding_dim", 64)
 
     job = "train-baseline"
+    flag_names = {"model": "--student"}
 
 
 @dataclass
 class DistillConfig(TrainConfig):
     """Student distilled from a frozen, saved teacher with RKD (by default RKD-DA only)."""
 
-    #: directory of a saved teacher (a run directory or its ``model`` folder)
-    teacher: str | None = None
-    student: str = "resnet18"
-    embedding_dim: int = 64
-    pretrained: bool = False
-    weights: str | None = None
-    l2_normalize: bool = False
-    #: "rkd" (RKD-DA), "rkd-d", "rkd-a", "triplet" (no distillation), a registered name, or a
-    #: loss object called as ``loss(student_emb, labels, indices_tuple, ref_emb=teacher_emb)``
-    loss: Any = "rkd"
-    distance_weight: float = 1.0
-    angle_weight: float = 2.0
-    #: multiplies the distillation loss
-    distill_weight: float = 1.0
-    #: optional metric loss on the student: None, "triplet" or a PML loss object
-    student_metric_loss: Any = None
-    student_metric_weight: float = 1.0
-    #: miner for the student metric loss: "distance_weighted", "none" or a PML miner object
-    student_miner: Any = "distance_weighted"
-    margin: float = 0.2
-    triplet_reduction: str = "mean"
+    teacher: str | None = setting(None, "the trained teacher: a run directory of train-teacher or a saved model directory", metavar="DIR")
+    teacher_cache: str | None = setting(None, "read the teacher's embeddings from a cache written by 'rkd-pml teacher-cache' instead of running it", metavar="DIR")
+    student: str = setting("resnet18", "the student: a timm model name or a saved model directory to start from", metavar="NAME|DIR")
+    embedding_dim: int = setting(64, "student embedding width", metavar="D")
+    pretrained: bool = setting(False, "start the student from timm's ImageNet weights (network or cache needed)")
+    weights: str | None = setting(None, "start the student from a local timm weights file", metavar="FILE")
+    l2_normalize: bool = setting(False, "L2-normalise the student's embedding (the paper: off)")
+    #: a registered name, "triplet" (no teacher), or a loss object called as
+    #: ``loss(student_emb, labels, indices_tuple, ref_emb=teacher_emb)``
+    loss: Any = setting("rkd", "distillation loss (rkd = RKD-DA; triplet = the student's triplet loss alone, no teacher)", choices=_losses)
+    distance_weight: float = setting(1.0, "weight of RKD-D", metavar="W")
+    angle_weight: float = setting(2.0, "weight of RKD-A", metavar="W")
+    darkrank_alpha: float = setting(3.0, "DarkRank's score scale alpha", metavar="A")
+    darkrank_beta: float = setting(3.0, "DarkRank's distance exponent beta", metavar="B")
+    darkrank_list_length: int = setting(4, "DarkRank's list length (teacher's nearest neighbours per anchor)", metavar="L")
+    distill_weight: float = setting(1.0, "multiplier of the whole distillation loss", metavar="W")
+    #: None, "triplet" or a PML loss object
+    student_metric_loss: Any = setting(None, "a metric loss on the student too", choices=("triplet",))
+    student_metric_weight: float = setting(1.0, "weight of the student's metric loss", metavar="W")
+    student_miner: Any = setting("distance_weighted", "miner of the student's metric loss", choices=("distance_weighted", "none"))
+    margin: float = setting(0.2, "margin of the student triplet loss", metavar="M")
+    triplet_reduction: str = setting("mean", "reduction of the student triplet loss", choices=("mean", "avg_nonzero"))
     # the paper's student schedule
-    epochs: int = 80
-    lr: float = 1e-4
-    lr_milestones: tuple[int, ...] = (40, 60)
-    lr_gamma: float = 0.1
+    epochs: int = redefault(TrainConfig, "epochs", 80)
+    lr: float = redefault(TrainConfig, "lr", 1e-4)
+    lr_milestones: tuple[int, ...] = redefault(TrainConfig, "lr_milestones", (40, 60))
+    lr_gamma: float = redefault(TrainConfig, "lr_gamma", 0.1)
 
     job = "distill"
 
+    @property
+    def uses_teacher(self) -> bool:
+        return not (isinstance(self.loss, str) and self.loss.lower() == "triplet")
+
     def validate(self) -> None:
         super().validate()
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be at least 1, got {self.embedding_dim}")
-        if self.distance_weight < 0 or self.angle_weight < 0 or self.distill_weight < 0:
-            raise ValueError("loss weights must be non-negative")
-        if self.student_metric_weight < 0:
-            raise ValueError("student_metric_weight must be non-negative")
+        _at_least("embedding_dim", self.embedding_dim, 1)
+        for name in ("distance_weight", "angle_weight", "distill_weight", "student_metric_weight", "margin"):
+            _non_negative(name, getattr(self, name))
+        _positive("darkrank_alpha", self.darkrank_alpha)
+        _positive("darkrank_beta", self.darkrank_beta)
+        _at_least("darkrank_list_length", self.darkrank_list_length, 1)
+        if isinstance(self.loss, str) and self.loss.lower() not in _losses():
+            raise ValueError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(_losses())}")
         if self.triplet_reduction not in ("mean", "avg_nonzero"):
             raise ValueError(f"triplet_reduction must be 'mean' or 'avg_nonzero', got {self.triplet_reduction!r}")
+        if self.uses_teacher and not (self.teacher or self.teacher_cache):
+            raise ValueError("distill needs a trained teacher: teacher=DIR (--teacher DIR), a directory written by train-teacher")
 
 
 CONFIG_CLASSES: dict[str, type[TrainConfig]] = {
@@ -239,22 +274,19 @@ CONFIG_CLASSES: dict[str, type[TrainConfig]] = {
 }
 
 
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild the config of a run from its ``config.json``."""
-    job = data.get("job")
+def config_from_dict(data: dict[str, Any], source: str = "config.json", complete: bool = True) -> TrainConfig:
+    """Rebuild the config of a run from its ``config.json`` (every setting present and typed)."""
+    job = data.get("job") if isinstance(data, dict) else None
     if job not in CONFIG_CLASSES:
-        raise ValueError(f"config.json has an unknown job {job!r}")
-    return CONFIG_CLASSES[job].from_dict(data)
+        raise ValueError(f"{source}: unknown job {job!r}; expected one of {', '.join(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[job].from_dict(data, source, complete)
 
 
 def config_differences(saved: TrainConfig, current: TrainConfig) -> list[str]:
-    """Fields (other than runtime ones) whose values differ, as ``name: saved -> current``."""
+    """Settings (other than runtime ones) whose values differ, as ``name: saved -> current``."""
     a, b = saved.to_dict(), current.to_dict()
-    return [
-        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if k not in RUNTIME_FIELDS and a.get(k) != b.get(k)
-    ]
+    runtime = runtime_fields(type(current))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k not in runtime and a.get(k) != b.get(k)]
 
 
 __all__ = [

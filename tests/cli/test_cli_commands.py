@@ -22,7 +22,7 @@ def test_train_teacher_distill_evaluate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best epoch 1" in out and str(tmp_path / "t" / "model") in out
     assert main(["distill", "--teacher", str(tmp_path / "t"), "--student", "resnet10t", "--embedding-dim", "4",
-                 "--out", str(tmp_path / "s"), "--student-triplet-weight", "0.5", "--loss", "rkd-a", *TINY_ARGS]) == 0
+                 "--out", str(tmp_path / "s"), "--student-metric-loss", "triplet", "--student-metric-weight", "0.5", "--loss", "rkd-a", *TINY_ARGS]) == 0
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     assert config["loss"] == "rkd-a" and config["student_metric_loss"] == "triplet"
     assert config["student_metric_weight"] == 0.5 and config["l2_normalize"] is False

@@ -1,5 +1,7 @@
 """Wrong input ends with one line ``rkd-pml: error: ...`` on stderr and exit code 2."""
 
+from pathlib import Path
+
 import pytest
 
 from rkd_pml.cli import main
@@ -60,8 +62,11 @@ def test_distill_without_or_with_a_wrong_teacher(tmp_path, capsys):
 def test_resume_and_overwrite_rules(tmp_path, capsys, teacher_dir):
     line = _error(["distill", "--out", str(tmp_path / "none"), "--resume"], capsys)
     assert "nothing to resume" in line
-    line = _error(["distill", "--teacher", teacher_dir, "--student", "resnet10t", "--out", teacher_dir, *SMALL], capsys)
-    assert "already exists" in line and "--overwrite" in line
+    # the teacher is an input of the run: never its output, with or without --overwrite
+    for extra in ([], ["--overwrite"]):
+        line = _error(["distill", "--teacher", teacher_dir, "--student", "resnet10t", "--out", teacher_dir, *SMALL, *extra], capsys)
+        assert "an input of this run" in line
+    assert (Path(teacher_dir) / "model" / "model.safetensors").is_file()
     line = _error(["distill", "--out", teacher_dir, "--resume"], capsys)
     assert "'train-teacher' run" in line
     (tmp_path / "mine").mkdir()

@@ -27,8 +27,9 @@ import torch
 import torch.distributed as dist
 
 from rkd_pml.cli import main
-from rkd_pml.training import DistillConfig, epoch_batches, load_checkpoint
-from rkd_pml.training.distributed_setup import (
+from rkd_pml.data.batches import epoch_batches
+from rkd_pml.training import load_checkpoint
+from rkd_pml.distributed.session import (
     SINGLE_PROCESS,
     check_world_size,
     distributed_session,
@@ -176,18 +177,16 @@ def test_same_student_as_one_process_on_the_global_batch(runs):
 
 def test_global_batch_is_split_across_ranks():
     labels = [i % 5 for i in range(200)]
-    cfg = DistillConfig(batch_size=20, m_per_class=5, iterations_per_epoch=3, seed=11)
-    single = epoch_batches(labels, cfg, epoch=2)
-    shares = [epoch_batches(labels, cfg, epoch=2, rank=r, world_size=4) for r in range(4)]
+    single = epoch_batches(labels, 20, 5, 3, seed=11, epoch=2)
+    shares = [epoch_batches(labels, 20, 5, 3, seed=11, epoch=2, rank=r, world_size=4) for r in range(4)]
     assert all(len(b) == 5 for share in shares for b in share)
     assert [sum((share[i] for share in shares), []) for i in range(3)] == single
 
 
 def test_batch_size_not_divisible_by_the_processes_is_refused():
     labels = [i % 5 for i in range(200)]
-    cfg = DistillConfig(batch_size=15, m_per_class=5, iterations_per_epoch=1)
-    with pytest.raises(ValueError, match=r"batch_size \(15\) must be divisible by the number of processes \(2\)"):
-        epoch_batches(labels, cfg, epoch=1, rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"batch size 15 must be divisible by the number of processes \(2\)"):
+        epoch_batches(labels, 15, 5, 1, seed=0, epoch=1, rank=0, world_size=2)
     with pytest.raises(ValueError, match="global batch"):
         check_world_size(15, 2)
     check_world_size(15, 1)

@@ -124,29 +124,38 @@ def test_resume_refuses_changed_settings(teacher_dir, tmp_path, tiny):
 
 
 def test_baseline_and_validation_split(tmp_path, tiny):
-    results = train_baseline(model="resnet10t", embedding_dim=4, out=str(tmp_path / "b"), val_fraction=0.2,
-                             **{**tiny, "batch_size": 16, "m_per_class": 4})
+    # digits: 5 training classes, 2 of them held out (a validation split needs 2 or more)
+    results = train_baseline(model="resnet10t", embedding_dim=4, out=str(tmp_path / "b"), val_fraction=0.4,
+                             **{**tiny, "batch_size": 12, "m_per_class": 4})
     assert results["selection_split"] == "val"
     assert set(results["best"]) == {"val", "test"}
     record = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])
     assert "recall@1" in record["val"]
 
 
-@pytest.mark.parametrize("loss, expected", [("rkd-a", (0.0, 2.0)), ("rkd-d", (1.0, 0.0)), ("rkd", (1.0, 2.0))])
+@pytest.mark.parametrize(
+    "loss, expected",
+    [("rkd-a", {"rkd_angle": (0.0, 2.0)}), ("rkd-d", {"rkd_distance": (1.0, 0.0)}),
+     ("rkd", {"rkd_distance": (1.0, 0.0), "rkd_angle": (0.0, 2.0)})],
+)
 def test_loss_names(loss, expected):
+    # RKD-DA is logged as its two terms: each term carries its own weight, their sum is RKD-DA
     objective = build_objective(DistillConfig(teacher="t", loss=loss), student_dim=4, teacher_dim=8)
-    assert (objective.distill_loss.distance_weight, objective.distill_loss.angle_weight) == expected
+    got = {name: (t.distance_weight, t.angle_weight) for name, t in objective.distill_terms.items()}
+    assert got == expected
     assert objective.metric_loss is None
 
 
 def test_triplet_name_and_extra_student_triplet():
     objective = build_objective(DistillConfig(loss="triplet"), student_dim=4)
-    assert objective.distill_loss is None and objective.metric_loss is not None
-    objective = build_objective(DistillConfig(student_metric_loss="triplet", student_metric_weight=0.5),
+    assert not objective.distill_terms and objective.metric_loss is not None
+    objective = build_objective(DistillConfig(teacher="t", student_metric_loss="triplet", student_metric_weight=0.5),
                                 student_dim=4, teacher_dim=8)
-    assert objective.distill_loss is not None and objective.metric_weight == 0.5
+    assert objective.distill_terms and objective.metric_weight == 0.5
     with pytest.raises(ValueError, match="unknown distillation loss"):
-        build_objective(DistillConfig(loss="nope"), student_dim=4, teacher_dim=8)
+        build_objective(DistillConfig(teacher="t", loss="nope"), student_dim=4, teacher_dim=8)
+    with pytest.raises(ValueError, match="unknown distillation loss"):
+        DistillConfig(teacher="t", loss="nope").validate()
 
 
 def test_loss_parameters_are_trained_and_checkpointed(teacher_dir, tmp_path, tiny):
@@ -156,10 +165,10 @@ def test_loss_parameters_are_trained_and_checkpointed(teacher_dir, tmp_path, tin
     distill(teacher=teacher_dir, student="resnet10t", embedding_dim=4, loss=loss, out=str(tmp_path / "f"), **tiny)
     assert not torch.equal(before, loss.regressor.weight.detach())
     ckpt = load_checkpoint(tmp_path / "f" / "checkpoints" / "last.pt")
-    assert torch.equal(ckpt["objective"]["distill_loss.regressor.weight"], loss.regressor.weight.detach())
+    assert torch.equal(ckpt["objective"]["distill_terms.distill.regressor.weight"], loss.regressor.weight.detach())
     # by name, the widths are filled in from the models
-    objective = build_objective(DistillConfig(loss="fitnet"), student_dim=4, teacher_dim=8)
-    assert tuple(objective.distill_loss.regressor.weight.shape) == (8, 4)
+    objective = build_objective(DistillConfig(teacher="t", loss="fitnet"), student_dim=4, teacher_dim=8)
+    assert tuple(objective.distill_terms["distill"].regressor.weight.shape) == (8, 4)
 
 
 def test_distill_on_omniglot(teacher_dir, tmp_path, omniglot_zip, tiny):

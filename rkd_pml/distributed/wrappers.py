@@ -28,7 +28,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ._pml import BaseMiner, DistributedLossWrapper, DistributedMinerWrapper, is_distributed
+from .._pml import BaseMiner, DistributedLossWrapper, DistributedMinerWrapper, is_distributed
 
 __all__ = [
     "RKDDistributedLossWrapper",

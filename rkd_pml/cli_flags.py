@@ -1,0 +1,140 @@
+"""Command-line flags generated from the config dataclasses (their field metadata), and the
+config a command runs: defaults, then a ``--config`` file (or the saved run on ``--resume``),
+then the flags given."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from .training.settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, check_value, choices_of, field_types
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def flag_of(cls: type, f: dataclasses.Field) -> list[str]:
+    """The flags of field ``f`` in job ``cls``: the job's own name for it, the declared flags, or
+    ``--field-name``."""
+    own = getattr(cls, "flag_names", {}).get(f.name)
+    declared = list(f.metadata.get(FLAGS) or ())
+    return [own] if own else (declared or ["--" + f.name.replace("_", "-")])
+
+
+def _base_type(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) and len(args) == 1 else tp
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(x) for x in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One flag per setting of ``cls`` that the CLI has (see :func:`rkd_pml.training.settings.setting`).
+
+    Defaults are not put in the namespace (``argparse.SUPPRESS``): only the flags given reach
+    it, so they override a config file or a saved run. ``--help`` shows each default once.
+    """
+    types = field_types(cls)
+    group = parser.add_argument_group(f"{cls.job} settings (defaults: the {cls.__name__} dataclass)")
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get(CLI, True) or f.name in skip:
+            continue
+        tp = _base_type(types[f.name])
+        shown = f.metadata.get(SHOWN) or (None if f.default is None else _shown(f.default))
+        help_text = f.metadata.get(HELP, "") + (f" (default: {shown})" if shown is not None else "")
+        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            choices = choices_of(f)
+            if choices is not None:
+                kwargs["choices"] = choices
+            else:
+                kwargs["type"] = {int: _int, float: _float}.get(tp, int_list if typing.get_origin(tp) is tuple else str)
+            kwargs["metavar"] = f.metadata.get(METAVAR) if choices is None else None
+        group.add_argument(*flag_of(cls, f), **kwargs)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A ``--config`` file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    text = file.read_text()
+    if file.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"--config {path}: YAML needs PyYAML (pip install pyyaml); or write the file as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--config {path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected an object of settings, got {type(data).__name__}")
+    return data
+
+
+def apply_flags(config: Any, given: dict[str, Any]) -> Any:
+    """``config`` with the settings given on the command line (type-checked like a file's)."""
+    types = field_types(type(config))
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes = {name: check_value("--" + name.replace("_", "-"), value, types[name], choices_of(fields[name]))
+               for name, value in given.items()}
+    return dataclasses.replace(config, **changes)
+
+
+def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = None) -> Any:
+    """The job's config: defaults; a ``--config`` file; with ``--resume``, the saved run's
+    settings instead; then the flags given on the command line."""
+    from .training.config import config_from_dict
+    from .training.run_dir import RunDir
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    if getattr(args, "config", None):
+        config = cls.from_dict(read_config_file(args.config), f"--config {args.config}")
+    else:
+        config = cls()
+    if given.get("resume"):
+        out = Path(given.get("out") or config.out or resume_dir or f"runs/{cls.job.split('-')[-1]}")
+        run = RunDir(out)
+        if not run.config_path.is_file():
+            raise ValueError(f"nothing to resume in {out}: no {RunDir.CONFIG} there; start the run without --resume "
+                             "or pass the --out of the interrupted run")
+        config = config_from_dict(run.read_config(), str(run.config_path))
+        if not isinstance(config, cls):
+            raise ValueError(f"{out} holds a {config.job!r} run, not a {cls.job!r} run")
+        given["out"] = str(out)
+    return apply_flags(config, given)

@@ -1,0 +1,152 @@
+"""Class-balanced batches of a training run, reproducible per epoch, and the validation split.
+
+The batches of epoch ``e`` depend only on ``(seed, e)`` (PML's MPerClassSampler drawing from
+a generator seeded with both), so a resumed run sees the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .._pml import numpy_random
+from .sampler import class_balanced_sampler
+
+DEFAULT_M_PER_CLASS = 4
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for epoch ``epoch`` of a run seeded ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+def choose_m_per_class(labels: Sequence[int], batch_size: int, preferred: int = DEFAULT_M_PER_CLASS) -> int:
+    """``preferred`` if the classes can fill a batch with it, else the smallest divisor of
+    ``batch_size`` that can (few training classes, e.g. digits' 5)."""
+    num_classes = len(set(int(x) for x in labels))
+    for m in range(1, batch_size + 1):
+        if batch_size % m == 0 and m >= preferred and m * num_classes >= batch_size:
+            return m
+    return batch_size
+
+
+def check_class_balance(labels: Sequence[int], batch_size: int, m_per_class: int, flag: str = "--m-per-class") -> None:
+    """ValueError unless batches of ``m_per_class`` distinct images of ``batch_size / m``
+    classes can be built from ``labels`` (naming the setting ``flag`` to change)."""
+    counts = Counter(int(x) for x in labels)
+    if batch_size % m_per_class:
+        raise ValueError(f"batch size ({batch_size}) must be a multiple of {flag} ({m_per_class})")
+    if len(counts) * m_per_class < batch_size:
+        fit = choose_m_per_class(labels, batch_size, 1)
+        raise ValueError(
+            f"a batch of {batch_size} with {m_per_class} images per class needs {batch_size // m_per_class} "
+            f"classes, but the training split has {len(counts)}; use {flag} {fit} (a divisor of the batch "
+            "size) or a smaller batch size"
+        )
+    smallest, size = min(counts.items(), key=lambda kv: kv[1])
+    if size < m_per_class:
+        raise ValueError(
+            f"{flag} {m_per_class} is more than the {size} training images of the smallest class "
+            f"(label {smallest}): its images would repeat within a batch; use {flag} {size} or fewer"
+        )
+
+
+def epoch_batches(
+    labels: Sequence[int], batch_size: int, m_per_class: int, iterations: int, seed: int, epoch: int,
+    rank: int = 0, world_size: int = 1,
+) -> list[list[tuple[int, int]]]:
+    """The ``iterations`` class-balanced batches of ``epoch`` (PML's MPerClassSampler, seeded by
+    ``(seed, epoch)``), as lists of ``(dataset index, item seed)`` for :class:`SeededItems`.
+
+    With ``world_size > 1``, ``batch_size`` is the global batch: the global batches are those
+    of a single process, and rank ``r`` gets rows ``r * b`` to ``(r + 1) * b - 1`` of each,
+    ``b = batch_size / world_size``. The shares of all ranks, in rank order, make the global batch.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+    if batch_size % world_size:
+        raise ValueError(f"batch size {batch_size} must be divisible by the number of processes ({world_size})")
+    check_class_balance(labels, batch_size, m_per_class)
+    rng = np.random.RandomState(epoch_seed(seed, epoch))
+    with numpy_random(rng):
+        sampler = class_balanced_sampler(labels, m_per_class, batch_size, iterations * batch_size)
+        order = [int(i) for i in sampler]
+    batches = seed_items([order[i * batch_size : (i + 1) * batch_size] for i in range(iterations)], seed, epoch)
+    share = batch_size // world_size
+    return batches if world_size == 1 else [b[rank * share : (rank + 1) * share] for b in batches]
+
+
+class SeededItems(Dataset):
+    """``dataset`` indexed by ``(index, seed)``: the item is drawn with torch's, NumPy's and
+    Python's generators seeded ``seed`` (and restored after), so its augmentation depends only on
+    the seed, not on which worker process loads it or on what was drawn before: a resumed run,
+    with or without workers, sees exactly the views an uninterrupted one would."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        import random
+
+        index, seed = key
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+def seed_items(batches: list[list[int]], seed: int, epoch: int) -> list[list[tuple[int, int]]]:
+    """The batches of an epoch as ``(index, item seed)`` pairs for
+    :class:`SeededItems`; the seed of an item depends on ``(seed, epoch, batch, row)`` only."""
+    out = []
+    for b, batch in enumerate(batches):
+        seeds = np.random.SeedSequence([int(seed), int(epoch), b]).generate_state(len(batch), dtype=np.uint64)
+        out.append([(int(i), int(s % 2**63)) for i, s in zip(batch, seeds)])
+    return out
+
+
+def make_loader(dataset: Dataset, batches: list[list[Any]], num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over fixed batches (of indices, or of ``(index, seed)`` pairs for
+    :class:`SeededItems`)."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def split_validation(train_set: Any, test_transform: Any, fraction: float, seed: int):
+    """Carve a class-disjoint validation split out of the training classes.
+
+    ``ceil(fraction * C)`` classes chosen with ``seed`` become the validation split (seen
+    through the test transform). ValueError unless at least 2 classes end on each side: a
+    validation split of one class scores Recall@1 = 1 whatever the model, and one training
+    class has no negatives.
+    """
+    classes = np.unique(np.asarray(train_set.labels))
+    n_val = max(1, math.ceil(fraction * len(classes)))
+    if n_val < 2 or len(classes) - n_val < 2:
+        raise ValueError(
+            f"val_fraction {fraction} of {len(classes)} training classes holds out {n_val} and keeps "
+            f"{len(classes) - n_val}: both sides need at least 2 classes (use 0 for no validation split)"
+        )
+    rng = np.random.RandomState(seed)
+    val_classes = sorted(int(c) for c in rng.choice(classes, size=n_val, replace=False))
+    train_classes = sorted(int(c) for c in classes if int(c) not in val_classes)
+    return train_set.subset(train_classes), train_set.subset(val_classes, transform=test_transform)
+
+
+def auto_val_fraction(num_classes: int, preferred: float) -> float:
+    """``preferred`` where it holds out >= 2 classes and keeps >= 2, else 0 (no validation split)."""
+    n_val = max(1, math.ceil(preferred * num_classes))
+    return preferred if n_val >= 2 and num_classes - n_val >= 2 else 0.0

@@ -1,0 +1,91 @@
+"""``evaluate``: Recall@K of a saved model on the data it was trained for, settings resolved
+as for training (given > the model's recorded training data > the data set's defaults)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..models import EmbeddingModel, find_saved_model
+from .config import TrainConfig
+from .jobs import resolve_device
+from .logs import log
+from .resolve import inherit_data_settings, resolve_data_defaults
+from .speed import autocast, check_precision
+
+
+def evaluate_saved(
+    model_dir: str | Path,
+    dataset: str | None = None,
+    root: str | None = None,
+    image_size: int | None = None,
+    split: str = "test",
+    ks: Sequence[int] | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+    num_workers: int = 0,
+    test_transform: str | None = None,
+    in_chans: int | None = None,
+    test_root: str | None = None,
+) -> dict[str, float]:
+    """Recall@K (and PML's metrics) of a saved model (a model folder or a run directory) on the
+    ``split`` ("test" or "train") of its data. Unset data settings come from what the model was
+    trained with; it is evaluated as in training (same test transform and precision)."""
+    from ..data import load_dataset
+    from ..evaluation import evaluate
+
+    if split not in ("test", "train"):
+        raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
+    dev = resolve_device(device)
+    folder = find_saved_model(model_dir, flag="MODEL_DIR")
+    model = EmbeddingModel.load(folder, map_location=dev)
+    recorded = model.training_data or {}
+    settings = TrainConfig(dataset=dataset, root=root, image_size=image_size, test_transform=test_transform,
+                           in_chans=in_chans, test_root=test_root, recall_ks=tuple(ks) if ks else None,
+                           train_transform=recorded.get("train_transform", "paper"))
+    settings.validate()
+    settings = inherit_data_settings(settings, recorded, f"the model {folder}")
+    if settings.recall_ks is None and recorded.get("recall_ks") and settings.dataset == recorded.get("dataset"):
+        settings = settings.replace(recall_ks=tuple(recorded["recall_ks"]))
+    settings = resolve_data_defaults(settings)
+    precision = recorded.get("precision", "fp32")
+    check_precision(precision, dev)
+    data_config = {k: v for k, v in model.data_config.items() if k != "input_size"}
+    train_set, test_set = load_dataset(
+        settings.dataset, root=settings.root, image_size=settings.image_size, train_transform="none",
+        in_chans=settings.in_chans, data_config=data_config, test_transform=settings.test_transform,
+        test_root=settings.test_root,
+    )
+    data = test_set if split == "test" else train_set.subset(np.unique(train_set.labels).tolist(), transform=test_set.transform)
+    log(f"evaluating {folder} on {settings.dataset} {split}: {len(data)} images of "
+        f"{len(np.unique(np.asarray(data.labels)))} classes at {settings.image_size} px, "
+        f"{settings.in_chans} channels, {settings.test_transform} test transform, {precision}")
+    with autocast(precision, dev):
+        return evaluate(model, data, ks=settings.recall_ks, batch_size=batch_size, device=dev, progress=progress,
+                        num_workers=num_workers)
+
+
+def saved_models_under(path: str | Path) -> dict[str, Path]:
+    """``{name: folder}``: ``path`` itself when it is (or holds) a saved model, else each
+    sub-directory that is one (a demo's runs), by name."""
+    path = Path(path)
+    try:
+        return {path.name: find_saved_model(path, flag="MODEL_DIR")}
+    except FileNotFoundError as exc:
+        subs = {}
+        for child in sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []:
+            try:
+                subs[child.name] = find_saved_model(child, flag="MODEL_DIR")
+            except FileNotFoundError:
+                continue
+        if not subs:
+            raise exc
+        return subs
+
+
+def evaluate_all(path: str | Path, **kwargs: Any) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_saved` of each saved model under ``path`` (see :func:`saved_models_under`)."""
+    return {name: evaluate_saved(folder, **kwargs) for name, folder in saved_models_under(path).items()}

@@ -1,0 +1,148 @@
+"""Fields that carry their own help, choices and command-line flag, and typed (de)serialisation.
+
+A config dataclass declares each setting once with :func:`setting`; the command line
+(:mod:`rkd_pml.cli`) is generated from those declarations, and :func:`from_mapping` reads a
+config file or a saved ``config.json`` with the same types, so a value is checked the same way
+wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Callable, Sequence
+
+#: metadata keys of a setting
+HELP, CHOICES, FLAGS, METAVAR, RUNTIME, CLI, SHOWN = "help", "choices", "flags", "metavar", "runtime", "cli", "shown"
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    flags: Sequence[str] = (),
+    metavar: str | None = None,
+    runtime: bool = False,
+    cli: bool = True,
+    shown: str | None = None,
+) -> Any:
+    """A dataclass field with its help text, choices (a list or a function giving it), extra
+    command-line ``flags`` (the first is the main one; default ``--field-name``), ``metavar``,
+    whether it may change on ``--resume`` (``runtime``), whether the CLI has it, and the text
+    ``--help`` shows as its default when the default is resolved later (``shown``)."""
+    meta = {HELP: help, CHOICES: choices, FLAGS: tuple(flags), METAVAR: metavar, RUNTIME: runtime, CLI: cli, SHOWN: shown}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def redefault(cls: type, name: str, default: Any) -> Any:
+    """The setting ``name`` of ``cls`` with another default (for a subclass)."""
+    base = cls.__dataclass_fields__[name]
+    return dataclasses.field(default=default, metadata=base.metadata)
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    choices = f.metadata.get(CHOICES)
+    if callable(choices):
+        choices = choices()
+    return tuple(choices) if choices is not None else None
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type annotations of a dataclass's fields."""
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return True, rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]
+    return False, tp
+
+
+def check_value(name: str, value: Any, tp: Any, choices: Sequence[str] | None = None) -> Any:
+    """``value`` as a value of type ``tp`` (lists become tuples); ValueError naming ``name`` and
+    what is accepted otherwise. Strings are never read as booleans or numbers here."""
+    optional, base = _is_optional(tp)
+    if value is None:
+        if optional or base is Any:
+            return None
+        raise ValueError(f"{name} must not be null")
+    if base is Any:
+        if isinstance(value, str) and choices is not None and value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            return float(value)
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if base is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+    if typing.get_origin(base) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        (item,) = typing.get_args(base)[:1]
+        return tuple(check_value(f"{name}[{i}]", v, item) for i, v in enumerate(value))
+    raise TypeError(f"internal: no check for the type {tp} of {name}")
+
+
+def from_mapping(cls: type, data: dict[str, Any], source: str, complete: bool = False) -> Any:
+    """An instance of the dataclass ``cls`` from ``data`` (a config file or a saved config).
+
+    Unknown keys are an error naming ``source``; so are missing keys when ``complete`` (a
+    saved run must hold every setting: none is silently taken from today's defaults).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a JSON object of settings, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    types_ = field_types(cls)
+    unknown = sorted(set(data) - set(fields) - {"job", "package"})
+    if unknown:
+        raise ValueError(f"{source}: unknown setting {unknown[0]!r} for {getattr(cls, 'job', cls.__name__)}")
+    if complete:
+        missing = sorted(set(fields) - set(data))
+        if missing:
+            raise ValueError(f"{source}: lacks the setting {missing[0]!r} (it was written by another version?)")
+    kwargs = {}
+    for key, value in data.items():
+        if key in fields:
+            try:
+                kwargs[key] = check_value(key, value, types_[key], choices_of(fields[key]))
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from None
+    return cls(**kwargs)
+
+
+def to_mapping(config: Any) -> dict[str, Any]:
+    """JSON values of a config dataclass; objects (a loss or miner instance) by class name."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, tuple):
+            value = list(value)
+        elif value is not None and not isinstance(value, (str, int, float, bool, list, dict)):
+            value = f"<{type(value).__module__}.{type(value).__qualname__}>"
+        out[f.name] = value
+    return out
+
+
+def runtime_fields(cls: type) -> frozenset[str]:
+    """Settings that may differ when a run is resumed."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get(RUNTIME))
