@@ -17,11 +17,10 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from .._pml import BaseMetricLossFunction, LpDistance
-from ..functional.relations import ACCUMULATE_DTYPE, relations
-from .inputs import check_distillation_call, check_euclidean
+from ..functional.relations import ACCUMULATE_DTYPE, relations, unit_rows
+from .base import DistillationLoss, result_dtype
+from .inputs import check_count, check_real
 
 #: Scores saturate at ``-SCORE_HEADROOM * finfo(out_dtype).max / (2 * (L + 1))``: then a
 #: per-anchor loss (at most about ``2 L`` score magnitudes), and a sum over up to a million
@@ -43,7 +42,7 @@ def plackett_luce_nll(ordered_scores: Tensor) -> Tensor:
     return (tail_lse - ordered_scores).sum(dim=1)
 
 
-class DarkRankLoss(BaseMetricLossFunction):
+class DarkRankLoss(DistillationLoss):
     """Hard DarkRank distillation loss (listwise, Plackett-Luce), one loss per anchor.
 
     Call it as ``loss(student_emb, ref_emb=teacher_emb)``:
@@ -75,57 +74,38 @@ class DarkRankLoss(BaseMetricLossFunction):
     distances are refused. The teacher's ranking and the student's scores are computed in
     float64; pairs of identical student embeddings have distance 0 and no gradient, so
     duplicates never give NaN or Inf, and scores saturate (without gradient) far beyond
-    any sensible scale (see ``SCORE_HEADROOM``), so the loss stays finite. The loss has the dtype of ``embeddings`` promoted to
-    at least float32.
+    any sensible scale (see ``SCORE_HEADROOM``), so the loss stays finite at any finite
+    norm. Checks, teacher detach and dtype rule are :class:`DistillationLoss`'s: the loss
+    has the dtype of ``embeddings`` promoted to at least float32.
 
     Args:
-        alpha: positive scale of the scores.
-        beta: positive power of the distances in the scores.
-        list_length: number ``L >= 1`` of the teacher's nearest neighbours ranked per anchor.
+        alpha: scale of the scores, a finite number > 0.
+        beta: power of the distances in the scores, a finite number > 0.
+        list_length: number ``L``, an integer >= 1, of the teacher's nearest neighbours
+            ranked per anchor.
         **kwargs: passed to ``BaseMetricLossFunction`` (``reducer``, ``distance``,
             ``embedding_regularizer``, ...).
     """
 
+    indices_tuple_refusal = (
+        "it ranks, for every anchor, the teacher's nearest neighbours over the whole batch; "
+        "mined pairs or triplets do not define these lists."
+    )
+
     def __init__(self, alpha: float = 3.0, beta: float = 3.0, list_length: int = 4, **kwargs):
-        if not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a positive finite number, got {alpha}")
-        if not (math.isfinite(beta) and beta > 0):
-            raise ValueError(f"beta must be a positive finite number, got {beta}")
-        if isinstance(list_length, bool) or int(list_length) != list_length or list_length < 1:
-            raise ValueError(f"list_length must be an integer >= 1, got {list_length!r}")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.list_length = int(list_length)
+        self.alpha = check_real("alpha", alpha, positive=True)
+        self.beta = check_real("beta", beta, positive=True)
+        self.list_length = check_count("list_length", list_length)
         super().__init__(**kwargs)
-        check_euclidean(self.distance, "DarkRankLoss")
         self.add_to_recordable_attributes(
             list_of_names=["alpha", "beta", "list_length"], is_stat=False
         )
-
-    def get_default_distance(self) -> LpDistance:
-        return LpDistance(p=2, power=1, normalize_embeddings=False)
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor | None = None,
-        indices_tuple: tuple[Tensor, ...] | None = None,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        """Scalar loss for student ``embeddings`` ``(N, Ds)`` and teacher ``ref_emb`` ``(N, Dt)``."""
-        check_distillation_call(
-            "DarkRankLoss", embeddings, labels, indices_tuple, ref_emb,
-            tuples_meaning="it ranks, for every anchor, the teacher's nearest neighbours over "
-            "the whole batch; mined pairs or triplets do not define these lists.",
-        )
-        return super().forward(embeddings, labels, None, ref_emb.detach(), ref_labels)
 
     def teacher_order(self, ref_emb: Tensor, length: int) -> Tensor:
         """Indices ``(N, length)`` of each anchor's nearest other examples in the teacher ``(N, Dt)``,
         nearest first, ties broken by the lower index."""
         with torch.no_grad():
-            dist = relations(ref_emb).dist.clone()
+            dist = relations(ref_emb, normalize=self.distance.normalize_embeddings).dist.clone()
             dist.fill_diagonal_(float("inf"))
             order = torch.sort(dist, dim=1, stable=True).indices
         return order[:, :length]
@@ -150,23 +130,15 @@ class DarkRankLoss(BaseMetricLossFunction):
         return -self.alpha * powered
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        n = embeddings.shape[0]
-        length = min(self.list_length, n - 1)
+        length = min(self.list_length, embeddings.shape[0] - 1)
         if length < 1:
             return {"loss": self.zero_loss()}
-        out_dtype = torch.promote_types(embeddings.dtype, torch.float32)
-        if self.distance.normalize_embeddings:
-            embeddings = F.normalize(embeddings.to(ACCUMULATE_DTYPE), dim=1)
-            ref_emb = F.normalize(ref_emb.to(ACCUMULATE_DTYPE), dim=1)
+        out_dtype = result_dtype(embeddings)
         order = self.teacher_order(ref_emb, length)
-        losses = plackett_luce_nll(self.student_scores(embeddings, order, out_dtype))
-        return {
-            "loss": {
-                "losses": losses.to(out_dtype),
-                "indices": torch.arange(n, device=embeddings.device),
-                "reduction_type": "element",
-            }
-        }
+        if self.distance.normalize_embeddings:
+            embeddings = unit_rows(embeddings)
+        scores = self.student_scores(embeddings, order, out_dtype)
+        return self.per_example(plackett_luce_nll(scores).to(out_dtype))
 
 
 __all__ = ["DarkRankLoss", "SCORE_HEADROOM", "plackett_luce_nll"]

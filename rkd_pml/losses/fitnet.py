@@ -7,30 +7,18 @@ embedding with the squared error, as in the RKD paper's comparison.
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .._pml import BaseMetricLossFunction
-from .inputs import check_distillation_call
+from .base import DistillationLoss
+from .inputs import check_count
 
 #: Half-width of the uniform initialisation of the regressor's weights.
 INIT_RANGE = 0.005
 
 
-def _check_width(name: str, value: int) -> int:
-    try:
-        width = operator.index(value)
-    except TypeError:
-        width = None
-    if isinstance(value, bool) or width is None or width < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return width
-
-
-class FitNetEmbeddingLoss(BaseMetricLossFunction):
+class FitNetEmbeddingLoss(DistillationLoss):
     """FitNet regression of the student's embedding onto the teacher's, one loss per example.
 
     Call it as ``loss(student_emb, ref_emb=teacher_emb)``:
@@ -46,8 +34,10 @@ class FitNetEmbeddingLoss(BaseMetricLossFunction):
     ``W = self.regressor.weight`` of shape ``(teacher_dim, student_dim)``. The ``N``
     per-example losses go to the reducer as ``"element"`` losses indexed by row; the default
     ``MeanReducer`` gives the mean squared error over all ``N * teacher_dim`` entries (the
-    published formulation). The loss is computed in the dtype of ``embeddings`` and
-    ``W`` promoted to at least float32.
+    published formulation). Checks, teacher detach and the upcast of half-precision inputs
+    are :class:`DistillationLoss`'s; the loss is computed in the dtype of ``embeddings``
+    and ``W`` promoted to at least float32. It is not scale invariant: it stays finite as
+    long as the squared errors fit that dtype (norms up to about 1e18 in float32).
 
     The map ``self.regressor`` (``nn.Linear(student_dim, teacher_dim, bias=False)``) is a
     trainable part of this loss: its parameters are in ``loss.parameters()`` and **must be
@@ -60,20 +50,18 @@ class FitNetEmbeddingLoss(BaseMetricLossFunction):
     L2-normalised.
 
     Args:
-        student_dim: width ``Ds`` of the student's embeddings.
-        teacher_dim: width ``Dt`` of the teacher's embeddings.
+        student_dim: width ``Ds`` of the student's embeddings, an integer >= 1.
+        teacher_dim: width ``Dt`` of the teacher's embeddings, an integer >= 1.
         **kwargs: passed to ``BaseMetricLossFunction`` (``reducer``,
             ``embedding_regularizer``, ...).
     """
 
+    indices_tuple_refusal = "it is a per-example regression onto the teacher, with no pairs or triplets."
+    uses_distance = False
+
     def __init__(self, student_dim: int, teacher_dim: int, **kwargs):
-        self.student_dim = _check_width("student_dim", student_dim)
-        self.teacher_dim = _check_width("teacher_dim", teacher_dim)
-        if kwargs.get("distance") is not None:
-            raise ValueError(
-                "FitNetEmbeddingLoss regresses embeddings directly and uses no distance; "
-                "do not pass distance="
-            )
+        self.student_dim = check_count("student_dim", student_dim)
+        self.teacher_dim = check_count("teacher_dim", teacher_dim)
         super().__init__(**kwargs)
         self.regressor = nn.Linear(self.student_dim, self.teacher_dim, bias=False)
         with torch.no_grad():
@@ -82,49 +70,30 @@ class FitNetEmbeddingLoss(BaseMetricLossFunction):
             list_of_names=["student_dim", "teacher_dim"], is_stat=False
         )
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor | None = None,
-        indices_tuple: tuple[Tensor, ...] | None = None,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        """Scalar loss for student ``embeddings`` ``(N, Ds)`` and teacher ``ref_emb`` ``(N, Dt)``."""
-        check_distillation_call(
-            "FitNetEmbeddingLoss", embeddings, labels, indices_tuple, ref_emb,
-            tuples_meaning="it is a per-example regression onto the teacher, with no pairs or triplets.",
+    def check_inputs(self, embeddings: Tensor, ref_emb: Tensor) -> None:
+        """Widths ``(N, student_dim)`` and ``(N, teacher_dim)``; the regressor on their device."""
+        widths = (
+            ("student embeddings", embeddings, "student_dim"),
+            ("teacher embeddings (ref_emb)", ref_emb, "teacher_dim"),
         )
-        if embeddings.shape[1] != self.student_dim:
-            raise ValueError(
-                f"student embeddings have width {embeddings.shape[1]}, but this "
-                f"FitNetEmbeddingLoss was built for student_dim={self.student_dim}"
-            )
-        if ref_emb.shape[1] != self.teacher_dim:
-            raise ValueError(
-                f"teacher embeddings (ref_emb) have width {ref_emb.shape[1]}, but this "
-                f"FitNetEmbeddingLoss was built for teacher_dim={self.teacher_dim}"
-            )
+        for role, x, attr in widths:
+            if x.shape[1] != getattr(self, attr):
+                raise ValueError(
+                    f"{role} have width {x.shape[1]}, but this FitNetEmbeddingLoss was built "
+                    f"for {attr}={getattr(self, attr)}"
+                )
         weight = self.regressor.weight
         if weight.device != embeddings.device:
             raise ValueError(
                 f"the loss's regressor is on {weight.device} but the embeddings are on "
                 f"{embeddings.device}: move the loss with loss.to(device)"
             )
-        return super().forward(embeddings, labels, None, ref_emb.detach(), ref_labels)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         weight = self.regressor.weight
-        dtype = torch.promote_types(torch.promote_types(embeddings.dtype, weight.dtype), torch.float32)
+        dtype = torch.promote_types(embeddings.dtype, weight.dtype)
         mapped = F.linear(embeddings.to(dtype), weight.to(dtype))  # (N, Dt)
-        losses = (mapped - ref_emb.to(dtype)).pow(2).mean(dim=1)  # (N,)
-        return {
-            "loss": {
-                "losses": losses,
-                "indices": torch.arange(embeddings.shape[0], device=embeddings.device),
-                "reduction_type": "element",
-            }
-        }
+        return self.per_example((mapped - ref_emb.to(dtype)).pow(2).mean(dim=1))  # (N,)
 
 
 __all__ = ["FitNetEmbeddingLoss", "INIT_RANGE"]

@@ -1,11 +1,21 @@
-"""Validation of what users pass to the distillation losses: clear errors, early."""
+"""Validation of what users pass to the distillation losses: clear errors, early.
+
+Constructor arguments are checked when the loss is built, call arguments before anything is
+computed; every error names the argument, what it accepts and what it got.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import numbers
+import operator
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+
+#: Index dtypes accepted in an ``indices_tuple`` (bool and uint8 tensors index as masks).
+INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
 
 def _describe(t: Tensor) -> str:
@@ -66,18 +76,36 @@ def check_labels(labels: Tensor | None, n: int) -> None:
         raise ValueError(f"labels must be a 1-D tensor of length {n}, got {shape}")
 
 
-def check_indices_tuple(indices_tuple: Sequence[Tensor] | None, n: int) -> None:
-    """Pair tuples ``(a1, p, a2, n)`` or triplet tuples ``(a, p, n)`` of indices in ``[0, n)``."""
+def check_indices_tuple(indices_tuple: Sequence[Tensor] | None, embeddings: Tensor) -> None:
+    """Pair tuples ``(a1, p, a2, n)`` or triplet tuples ``(a, p, n)``: 1-D integer index tensors
+    ``(P,)`` or ``(T,)`` with values in ``[0, N)``, on the device of ``embeddings`` ``(N, D)``."""
     if indices_tuple is None:
         return
-    if len(indices_tuple) not in (3, 4):
+    n = embeddings.shape[0]
+    is_sequence = isinstance(indices_tuple, (tuple, list))
+    if not is_sequence or len(indices_tuple) not in (3, 4):
+        got = f"{len(indices_tuple)} tensors" if is_sequence else type(indices_tuple).__name__
         raise ValueError(
-            "indices_tuple must be (anchors, positives, negatives) or "
-            f"(anchors1, positives, anchors2, negatives); got {len(indices_tuple)} tensors"
+            "indices_tuple must be a tuple (anchors, positives, negatives) or "
+            f"(anchors1, positives, anchors2, negatives) of index tensors, as PML's miners "
+            f"return; got {got}"
         )
     for i, idx in enumerate(indices_tuple):
-        if not torch.is_tensor(idx) or idx.ndim != 1 or idx.is_floating_point():
-            raise ValueError(f"indices_tuple[{i}] must be a 1-D integer tensor")
+        if not torch.is_tensor(idx) or idx.ndim != 1 or idx.dtype not in INDEX_DTYPES:
+            got = f"shape {tuple(idx.shape)}, dtype {idx.dtype}" if torch.is_tensor(idx) else type(idx).__name__
+            mask_hint = (
+                " (a boolean mask: pass its positions, mask.nonzero().squeeze(1))"
+                if torch.is_tensor(idx) and idx.dtype in (torch.bool, torch.uint8)
+                else ""
+            )
+            raise ValueError(
+                f"indices_tuple[{i}] must be a 1-D tensor of integer indices (torch.long); "
+                f"got {got}{mask_hint}"
+            )
+        if idx.device != embeddings.device:
+            raise ValueError(
+                f"indices_tuple[{i}] is on {idx.device} but the embeddings are on {embeddings.device}"
+            )
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise ValueError(
                 f"indices_tuple[{i}] has indices outside [0, {n}) "
@@ -111,7 +139,7 @@ def check_distillation_call(
     check_embeddings(embeddings, "embeddings (student)")
     check_teacher(embeddings, ref_emb, loss_name)
     check_labels(labels, embeddings.shape[0])
-    check_indices_tuple(indices_tuple, embeddings.shape[0])
+    check_indices_tuple(indices_tuple, embeddings)
 
 
 def check_euclidean(distance, loss_name: str) -> None:
@@ -123,3 +151,43 @@ def check_euclidean(distance, loss_name: str) -> None:
             "LpDistance(p=2, power=1, normalize_embeddings=True|False), got "
             f"{type(d).__name__}(p={getattr(d, 'p', None)}, power={getattr(d, 'power', None)})"
         )
+
+
+def _given(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_real(name: str, value: Any, *, positive: bool = False) -> float:
+    """``value`` as a float: a finite real number (not a bool or a string), ``> 0`` if
+    ``positive`` else ``>= 0``. ValueError naming ``name`` otherwise."""
+    wanted = f"a finite, {'positive' if positive else 'non-negative'} real number (int or float)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {wanted}, got {_given(value)}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ValueError(f"{name} must be {wanted}, got {_given(value)}")
+    return number
+
+
+def check_count(name: str, value: Any) -> int:
+    """``value`` as an int: an integer ``>= 1`` (not a bool, not a float). ValueError otherwise."""
+    try:
+        count = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        count = None
+    if count is None or count < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {_given(value)}")
+    return count
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` must be one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {_given(value)}")
+    return value
+
+
+def check_callable_or_none(name: str, value: Any, example: str) -> None:
+    """PML's ``reducer`` and ``embedding_regularizer`` must be objects that can be called."""
+    if value is not None and not callable(value):
+        raise ValueError(f"{name} must be None or a PML object such as {example}, got {_given(value)}")

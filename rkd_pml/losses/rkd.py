@@ -3,72 +3,64 @@
 The student's embeddings are ``embeddings``; the teacher's embeddings of the same batch,
 row-aligned, are ``ref_emb``. Relations are computed within each model, so the two widths
 may differ. Nothing is L2-normalised unless ``distance=LpDistance(normalize_embeddings=True)``.
+
+Duplicates. Two rows of one model closer than
+:data:`~rkd_pml.functional.relations.DUPLICATE_TOLERANCE` of their norms (after centring)
+are a duplicate pair: their distance is exactly 0, every angle that has the pair as an arm
+has cosine 0, and no gradient flows through the pair: the direction between two equal
+points does not exist, and differentiating it anyway is what gives the official code
+gradients of order ``1 / eps``. The losses average over pairs and triplets of distinct
+*indices*, duplicates included. :class:`RKDDistanceLoss` and :class:`RKDAngleLoss` say how
+this relates to the official code's means over all ``N^2`` and ``N^3`` entries
+(:mod:`rkd_pml.functional.official`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from .._pml import (
-    BaseMetricLossFunction,
-    LpDistance,
-    MeanReducer,
-    MultipleReducers,
-    convert_to_pairs,
-    convert_to_triplets,
-)
+from .._pml import MeanReducer, MultipleReducers, convert_to_pairs, convert_to_triplets
 from ..functional.angle import (
     all_distinct_triplets,
     rkd_angle_all_triplets_mean,
     rkd_angle_triplet_losses,
 )
-from ..functional.fused import BACKENDS
+from ..functional.angle_backend import BACKENDS
 from ..functional.distance import all_distinct_pairs, rkd_distance_pair_losses
 from ..functional.relations import Relations, relations
-from .inputs import check_distillation_call, check_euclidean
+from .base import DistillationLoss, result_dtype
+from .inputs import check_choice, check_real
 
 #: PML's reducers treat "pos_pair" and "neg_pair" alike; RKD's pairs carry no label sign.
 PAIR_REDUCTION = "pos_pair"
 
 
-class RelationalDistillationLoss(BaseMetricLossFunction):
-    """Base of the RKD losses: input checks, teacher handling and the distance contract.
+class RelationalDistillationLoss(DistillationLoss):
+    """Base of the RKD losses: relations of both models and the RKD-D / RKD-A terms.
 
-    The only distance honoured is PML's ``LpDistance`` with ``p=2`` and ``power=1``; its
+    Input checks, teacher detach and the dtype rule are :class:`DistillationLoss`'s. The
+    only distance honoured is PML's ``LpDistance`` with ``p=2`` and ``power=1``; its
     ``normalize_embeddings`` flag (default here: False) L2-normalises student and teacher.
+    Every RKD term is scale invariant, and computed so that it is finite and unchanged at
+    any finite norm of either model (see :mod:`rkd_pml.functional.relations`).
 
     ``backend`` chooses the kernel of the all-triplets angle term: ``"auto"`` (a
     ``torch.compile``-fused kernel for large batches where it compiles, else plain PyTorch),
-    ``"compiled"`` or ``"eager"``; all give the same values.
+    ``"compiled"`` or ``"eager"``; all give the same values, and exact first and second
+    derivatives (``create_graph=True``) with either.
     """
 
     def __init__(self, backend: str = "auto", **kwargs):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
+        self.backend = check_choice("backend", backend, BACKENDS)
         super().__init__(**kwargs)
-        check_euclidean(self.distance, type(self).__name__)
-
-    def get_default_distance(self) -> LpDistance:
-        return LpDistance(p=2, power=1, normalize_embeddings=False)
-
-    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
-        check_distillation_call(type(self).__name__, embeddings, labels, indices_tuple, ref_emb)
-        # Half-precision embeddings (AMP) are upcast: the relational arithmetic and the
-        # reduction run in float32 or better; autograd returns the gradient in the input dtype.
-        embeddings = embeddings.to(_out_dtype(embeddings))
-        return super().forward(embeddings, labels, indices_tuple, ref_emb.detach(), ref_labels)
 
     def batch_relations(self, embeddings: Tensor, ref_emb: Tensor) -> tuple[Relations, Relations]:
         """Relations of the student ``(N, Ds)`` and, without gradient, of the teacher ``(N, Dt)``."""
-        if self.distance.normalize_embeddings:
-            embeddings = F.normalize(embeddings.to(_out_dtype(embeddings)), dim=1)
-            ref_emb = F.normalize(ref_emb.to(_out_dtype(ref_emb)), dim=1)
+        normalize = self.distance.normalize_embeddings
         with torch.no_grad():
-            teacher = relations(ref_emb.detach())
-        return relations(embeddings), teacher
+            teacher = relations(ref_emb.detach(), normalize=normalize)
+        return relations(embeddings, normalize=normalize), teacher
 
     def reducer_for(self, sub_loss: str):
         if isinstance(self.reducer, MultipleReducers):
@@ -117,21 +109,24 @@ class RelationalDistillationLoss(BaseMetricLossFunction):
         }
 
 
-def _out_dtype(embeddings: Tensor) -> torch.dtype:
-    return torch.promote_types(embeddings.dtype, torch.float32)
-
-
 class RKDDistanceLoss(RelationalDistillationLoss):
     """RKD-D: Huber error between the normalised pairwise distances of student and teacher.
 
     Without ``indices_tuple`` all ordered pairs of distinct examples are penalised; pair or
     triplet tuples from a PML miner restrict the penalty to the mined pairs. The distance
     normaliser always comes from all pairs of the batch.
+
+    Relation to the official code (mean over all ``N^2`` entries, diagonal included):
+    ``official = (N-1)/N * ours`` exactly when no two rows coincide. An exact duplicate pair
+    has distance 0 here; in the official code the clamp at ``1e-12`` before the square root
+    (or the rounding of the Gram form, for large norms) gives it a distance of ``1e-6`` or
+    more, so with duplicates the identity holds up to terms of order ``1e-6 / mu``, ``mu``
+    the mean distance.
     """
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         student, teacher = self.batch_relations(embeddings, ref_emb)
-        return {"loss": self.distance_term(student, teacher, labels, indices_tuple, _out_dtype(embeddings))}
+        return {"loss": self.distance_term(student, teacher, labels, indices_tuple, result_dtype(embeddings))}
 
 
 class RKDAngleLoss(RelationalDistillationLoss):
@@ -140,11 +135,33 @@ class RKDAngleLoss(RelationalDistillationLoss):
     Without ``indices_tuple`` all ordered triplets of distinct examples are penalised;
     triplets ``(a, p, n)`` from a PML miner restrict it to the angle at ``a`` between ``p``
     and ``n`` (pair tuples are converted with PML's ``convert_to_triplets``).
+
+    Relation to the official code (mean over all ``N^3`` index triplets ``(a, b, c)``, with
+    ``F.normalize`` turning a zero difference into a zero vector):
+
+    * no two rows coincide: ``official = (N-1)(N-2)/N^2 * ours`` exactly. The official
+      degenerate entries all have zero error: ``b = a`` or ``c = a`` gives cosine 0 in both
+      models, and ``b = c`` gives cosine 1 (a unit vector with itself) in both.
+    * exact duplicate rows: ``official = (N-1)(N-2)/N^2 * ours + K / (2 N^3)``, with ``K``
+      the number of ordered pairs ``(a, b)``, ``a != b``, that are duplicates in one model
+      and not in the other. For such a pair the official entry ``(a, b, b)`` has cosine 0
+      in the model where ``b`` duplicates ``a`` and 1 in the other: a Huber error of exactly
+      1/2, constant, without gradient. Those entries are not triplets of distinct examples
+      (the paper's potential is defined on those only) and this loss leaves them out, so
+      the values differ by that constant, which counts duplicates but teaches nothing. On the
+      distinct triplets both give an arm of length 0 the cosine 0. The gradients agree
+      (times the factor) when only the teacher has duplicates; with duplicates in the
+      student the official gradient contains ``F.normalize``'s ``1 / eps`` (``eps = 1e-12``)
+      at each zero difference (student gradients of order ``1e12 / N^2``), where this loss
+      has no gradient through the pair.
+    * near-duplicates (closer than the tolerance, not equal) are duplicates here, while the
+      official code still normalises their difference; the identities then hold only
+      approximately.
     """
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         student, teacher = self.batch_relations(embeddings, ref_emb)
-        term = self.angle_term(student, teacher, labels, indices_tuple, _out_dtype(embeddings), "loss")
+        term = self.angle_term(student, teacher, labels, indices_tuple, result_dtype(embeddings), "loss")
         return {"loss": term}
 
 
@@ -154,22 +171,24 @@ class RKDLoss(RelationalDistillationLoss):
     Defaults are the paper's metric-learning weights (1 and 2). The two terms are PML
     sub-losses ``distance_loss`` and ``angle_loss``, each reduced by its own copy of the
     reducer and summed.
+
+    Args:
+        distance_weight: weight of RKD-D, a finite, non-negative real number (0 skips it).
+        angle_weight: weight of RKD-A, a finite, non-negative real number (0 skips it).
+        backend: ``"auto"``, ``"compiled"`` or ``"eager"`` (see
+            :class:`RelationalDistillationLoss`).
+        **kwargs: PML's ``reducer``, ``distance``, ``embedding_regularizer``, ...
     """
 
     def __init__(self, distance_weight: float = 1.0, angle_weight: float = 2.0, **kwargs):
-        if distance_weight < 0 or angle_weight < 0:
-            raise ValueError(
-                f"RKD weights must be non-negative, got distance_weight={distance_weight}, "
-                f"angle_weight={angle_weight}"
-            )
-        self.distance_weight = float(distance_weight)
-        self.angle_weight = float(angle_weight)
+        self.distance_weight = check_real("distance_weight", distance_weight)
+        self.angle_weight = check_real("angle_weight", angle_weight)
         super().__init__(**kwargs)
         self.add_to_recordable_attributes(list_of_names=["distance_weight", "angle_weight"], is_stat=False)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         student, teacher = self.batch_relations(embeddings, ref_emb)
-        out = _out_dtype(embeddings)
+        out = result_dtype(embeddings)
         result = {}
         result["distance_loss"] = (
             self.distance_term(student, teacher, labels, indices_tuple, out, self.distance_weight)
