@@ -5,7 +5,7 @@ formulation, for growing batch sizes.
 Implementations:
   rkd_compiled  rkd_pml's RKDLoss, angle kernel fused by torch.compile
   rkd_eager     rkd_pml's RKDLoss, plain PyTorch angle kernel (the fallback)
-  official      the official formulation (benchmarks/official.py)
+  official      the official formulation (rkd_pml.functional.official)
   torchdistill  torchdistill's RKDLoss, when importable (the same formulation)
 
 Each (implementation, N, teacher width) runs in fresh subprocesses: one for time (a warm-up
@@ -84,8 +84,7 @@ def make_loss_fn(impl: str):
             loss = RKDLoss(distance_weight=1.0, angle_weight=2.0)
         return lambda s, t: loss(s, ref_emb=t)
     if impl == "official":
-        sys.path.insert(0, HERE)
-        from official import rkd_da
+        from rkd_pml.functional.official import rkd_da
 
         return rkd_da
     if impl == "torchdistill":
