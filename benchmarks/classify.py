@@ -1,0 +1,348 @@
+"""Omniglot character classification with timm tasks: CE, KD, FitNet, RKD and KD + RKD.
+
+The paper's classification setting at CPU scale. The 136 characters of
+``images_background_small1.zip`` are the classes; of the 20 drawings of each (sorted by file
+name) the first 12 train, the next 3 choose the epoch (validation), the last 5 test. Teacher
+(seed 0, shared by all students) and student are plain timm classifiers (``in_chans=1``,
+``zero_init_last=False``) trained with timm's ``ClassificationTask``, ``LogitDistillationTask``,
+``FeatureDistillationTask`` or :class:`rkd_pml.tasks.RelationalDistillationTask` (with and
+without logit KD). Each run is appended to ``OUT/records.jsonl`` as it finishes; recorded runs
+of the same recipe are skipped (resumable). One intra-op thread.
+
+    python benchmarks/classify.py                  # the study (about an hour on one thread)
+    python benchmarks/classify.py --report-only    # table + curves from the records
+    python benchmarks/classify.py --quick --out /tmp/q   # a few seconds (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ZIP = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "classify"
+DEFAULT_PNG = ROOT / "docs" / "classification_curves.png"
+METHODS = ("ce", "kd", "fitnet", "rkd", "kd+rkd")
+LABELS = {"ce": "Cross-entropy", "kd": "+ logit KD", "fitnet": "+ FitNet (features)",
+          "rkd": "+ RKD-DA", "kd+rkd": "+ KD + RKD-DA", "teacher": "Teacher"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a run's result (its hash keys the records)."""
+
+    image_size: int = 32
+    n_train: int = 12
+    n_val: int = 3
+    n_test: int = 5
+    max_classes: int = 0  # 0: all characters
+    teacher: str = "resnet10t"
+    student: str = "test_resnet"
+    teacher_epochs: int = 30
+    student_epochs: int = 30
+    steps_per_epoch: int = 0  # 0: one pass over the training split
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 2
+    kd_weight: float = 1.0
+    temperature: float = 4.0
+    fitnet_weight: float = 1.0
+    distance_weight: float = 25.0
+    angle_weight: float = 50.0
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+QUICK = Recipe(image_size=32, max_classes=8, teacher="test_resnet", teacher_epochs=2, student_epochs=2,
+               steps_per_epoch=2, batch_size=16, warmup_epochs=0)
+
+
+def load_splits(zip_path: Path, recipe: Recipe) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{"train"|"val"|"test": (images (N, 1, S, S) float, ink = 1, labels (N,))}``."""
+    from PIL import Image
+
+    with zipfile.ZipFile(zip_path) as archive:
+        by_class: dict[str, list[str]] = {}
+        for name in sorted(n for n in archive.namelist() if n.lower().endswith(".png")):
+            by_class.setdefault(name.rsplit("/", 1)[0], []).append(name)
+        classes = sorted(by_class)[: recipe.max_classes or None]
+        cuts = np.cumsum([0, recipe.n_train, recipe.n_val, recipe.n_test])
+        out: dict[str, tuple[list, list]] = {s: ([], []) for s in ("train", "val", "test")}
+        for label, cls in enumerate(classes):
+            files = by_class[cls]
+            if len(files) < cuts[-1]:
+                raise ValueError(f"{zip_path}:{cls} has {len(files)} drawings, the recipe needs {cuts[-1]}")
+            for split, lo, hi in zip(out, cuts[:-1], cuts[1:]):
+                for name in files[lo:hi]:
+                    with archive.open(name) as f:
+                        image = Image.open(f).convert("L").resize((recipe.image_size,) * 2, Image.BILINEAR)
+                    out[split][0].append(255 - np.asarray(image, dtype=np.uint8))
+                    out[split][1].append(label)
+    return {s: (torch.from_numpy(np.stack(x)).unsqueeze(1).float() / 255, torch.tensor(y))
+            for s, (x, y) in out.items()}
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random rotation (+-10 deg), scale (0.9-1.1) and shift (+-2 px at 32 px) of ``(B, 1, S, S)``."""
+    b = x.shape[0]
+    u = torch.rand(b, 4, generator=gen) * 2 - 1
+    angle, scale, shift = u[:, 0] * math.pi / 18, 1 + 0.1 * u[:, 1], u[:, 2:] * 0.125
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def build_model(name: str, num_classes: int, mean: float, std: float, seed: int) -> torch.nn.Module:
+    """A grey timm classifier whose pretrained_cfg carries the data's mean/std."""
+    import timm
+
+    torch.manual_seed(seed)
+    kwargs = {"zero_init_last": False} if "resnet" in name else {}
+    model = timm.create_model(name, num_classes=num_classes, in_chans=1, **kwargs)
+    model.pretrained_cfg = {**model.pretrained_cfg, "mean": (mean,), "std": (std,)}
+    return model
+
+
+def build_task(method: str, student, teacher, recipe: Recipe):
+    from timm.task import ClassificationTask, FeatureDistillationTask, LogitDistillationTask
+
+    from rkd_pml.tasks import RelationalDistillationTask
+
+    ce, t = torch.nn.CrossEntropyLoss(), recipe.temperature
+    if method in ("ce", "teacher"):
+        return ClassificationTask(student, ce, verbose=False)
+    if method == "kd":
+        return LogitDistillationTask(student, teacher, ce, distill_loss_weight=recipe.kd_weight, temperature=t,
+                                     verbose=False)
+    if method == "fitnet":
+        return FeatureDistillationTask(student, teacher, ce, distill_loss_weight=recipe.fitnet_weight, verbose=False)
+    kd = {"rkd": 0.0, "kd+rkd": recipe.kd_weight}[method]
+    return RelationalDistillationTask(student, teacher, ce, distance_weight=recipe.distance_weight,
+                                      angle_weight=recipe.angle_weight, kd_loss_weight=kd, temperature=t, verbose=False)
+
+
+@torch.no_grad()
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, mean: float, std: float) -> float:
+    model.eval()
+    correct = sum(int((model((xb - mean) / std).argmax(1) == yb).sum())
+                  for xb, yb in zip(x.split(256), y.split(256)))
+    return correct / len(y)
+
+
+def train_run(method: str, seed: int, recipe: Recipe, data, teacher, log) -> tuple[dict, dict]:
+    """Train one model; returns (record, state_dict of the epoch chosen on validation)."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    x_train, y_train = data["train"]
+    n_classes, mean, std = int(y_train.max()) + 1, data["mean"], data["std"]
+    is_teacher = method == "teacher"
+    model = build_model(recipe.teacher if is_teacher else recipe.student, n_classes, mean, std, seed)
+    task = build_task(method, model, teacher, recipe)
+    epochs = recipe.teacher_epochs if is_teacher else recipe.student_epochs
+    steps = recipe.steps_per_epoch or len(y_train) // recipe.batch_size
+    optimizer = create_optimizer_v2(task.get_trainable_module(), "adamw", lr=recipe.lr,
+                                    weight_decay=recipe.weight_decay)
+    scheduler = CosineLRScheduler(optimizer, t_initial=epochs * steps, warmup_t=recipe.warmup_epochs * steps,
+                                  warmup_lr_init=recipe.lr / 20, lr_min=recipe.lr / 200, t_in_epochs=False)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    curve, best, best_state, start = [], -1.0, None, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        task.train()
+        order = torch.randperm(len(y_train), generator=gen)
+        sums: dict[str, float] = {}
+        for step in range(steps):
+            idx = order[(step * recipe.batch_size) % len(order):][: recipe.batch_size]
+            xb = (augment(x_train[idx], gen) - mean) / std
+            out = task(xb, y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            scheduler.step_update((epoch - 1) * steps + step + 1)
+            sums.update({k: sums.get(k, 0.0) + float(v.detach()) / steps for k, v in out.items() if k != "output"})
+        eval_model = task.get_eval_model()
+        val = accuracy(eval_model, *data["val"], mean, std)
+        test = accuracy(eval_model, *data["test"], mean, std)
+        curve.append({"epoch": epoch, "val": val, "test": test, **sums})
+        if val > best:
+            best, best_state = val, copy.deepcopy(eval_model.state_dict())
+        elapsed = time.perf_counter() - start
+        log(f"{method} s{seed} epoch {epoch:3d}/{epochs} loss {sums['loss']:.3f} val {100 * val:5.1f}% "
+            f"test {100 * test:5.1f}% ({elapsed:.0f} s, run ETA {elapsed / epoch * (epochs - epoch):.0f} s)")
+    chosen = max(curve, key=lambda c: (c["val"], -c["epoch"]))
+    record = {"key": run_key(method, seed), "recipe": recipe.key(), "method": method, "seed": seed,
+              "model": recipe.teacher if is_teacher else recipe.student, "epochs": epochs,
+              "steps_per_epoch": steps, "selected_epoch": chosen["epoch"], "val": chosen["val"],
+              "test": chosen["test"], "last_test": curve[-1]["test"],
+              "best_test": max(c["test"] for c in curve), "curve": curve,
+              "wall_s": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads(),
+              "params": sum(p.numel() for p in model.parameters())}
+    return record, best_state
+
+
+def run_key(method: str, seed: int) -> str:
+    return f"{method}-s{seed}"
+
+
+def read_records(out: Path, recipe_key: str | None = None) -> dict[str, dict]:
+    """The last record of each run key (of one recipe, where given)."""
+    path = out / "records.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    return {r["key"]: r for r in records if recipe_key is None or r["recipe"] == recipe_key}
+
+
+def append_record(out: Path, record: dict) -> None:
+    with open(out / "records.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def summarize(records: dict[str, dict], methods, seeds) -> list[dict]:
+    """One row per method: top-1 test accuracy mean and std (over seeds), selected epochs."""
+    rows = []
+    for method in ("teacher", *methods):
+        runs = [records[k] for k in ([run_key("teacher", 0)] if method == "teacher" else
+                                     [run_key(method, s) for s in seeds]) if k in records]
+        if runs:
+            acc = np.array([100 * r["test"] for r in runs])
+            val = np.array([[100 * c["val"] for c in r["curve"]] for r in runs])
+            rows.append({"method": method, "model": runs[0]["model"], "n": len(runs), "mean": acc.mean(),
+                         "std": acc.std(ddof=1) if len(runs) > 1 else 0.0, "epochs": [r["selected_epoch"] for r in runs],
+                         "of": runs[0]["epochs"], "last": np.mean([100 * r["last_test"] for r in runs]),
+                         "late_gain": val[:, -5:].mean() - val[:, -10:-5].mean() if val.shape[1] >= 10 else float("nan")})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: top-1 at the epoch chosen on validation; the late validation gain (mean of the
+    last 5 epochs minus the 5 before, points) shows the plateau."""
+    lines = ["| Method | Model | Top-1 test (%) | Seeds | Selected epochs | Last-epoch top-1 (%) | Late val gain |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {LABELS[r['method']]} | {r['model']} | {r['mean']:.1f} +- {r['std']:.1f} | {r['n']} | "
+                     f"{', '.join(map(str, r['epochs']))} of {r['of']} | {r['last']:.1f} | {r['late_gain']:+.1f} |")
+    return "\n".join(lines)
+
+
+def plot(records: dict[str, dict], methods, seeds, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    teacher = records.get(run_key("teacher", 0))
+    for split, style in (("val", "-"), ("test", "--")) if teacher else ():
+        axes[0].plot([c["epoch"] for c in teacher["curve"]], [100 * c[split] for c in teacher["curve"]], style, label=split)
+        axes[0].set_title(f"Teacher {teacher['model']} (grey: epoch chosen on val)")
+        axes[0].axvline(teacher["selected_epoch"], color="grey", lw=0.8)
+    for method in methods:
+        runs = [records[run_key(method, s)] for s in seeds if run_key(method, s) in records]
+        if runs:
+            val = np.array([[100 * c["val"] for c in r["curve"]] for r in runs])
+            ep = np.arange(1, val.shape[1] + 1)
+            line, = axes[1].plot(ep, val.mean(0), label=LABELS[method])
+            axes[1].fill_between(ep, val.min(0), val.max(0), color=line.get_color(), alpha=0.15)
+    axes[1].set_title("Students: validation top-1 (mean, min-max over seeds)")
+    for ax in axes:
+        ax.set(xlabel="epoch", ylabel="top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def run_study(todo, recipe: Recipe, zip_path: Path, out: Path, teacher_file: Path, log) -> None:
+    """Train the ``(method, seed)`` runs of ``todo`` in order, recording each as it finishes."""
+    data = load_splits(zip_path, recipe)
+    data["mean"], data["std"] = float(data["train"][0].mean()), float(data["train"][0].std())
+    n_classes = int(data["train"][1].max()) + 1
+    log(f"data: {', '.join(f'{s} {len(data[s][1])}' for s in ('train', 'val', 'test'))} images, {n_classes} classes")
+    teacher, started, times = None, time.perf_counter(), {}
+    for i, (method, seed) in enumerate(todo, 1):
+        log(f"[{i:2d}/{len(todo)}] {method} seed {seed}")
+        if method not in ("teacher", "ce") and teacher is None:
+            teacher = build_model(recipe.teacher, n_classes, data["mean"], data["std"], 0)
+            teacher.load_state_dict(torch.load(teacher_file, map_location="cpu"))
+        record, state = train_run(method, seed, recipe, data, teacher, log)
+        if method == "teacher":
+            teacher_file.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, teacher_file)
+            teacher = None  # reloaded with the weights of the epoch chosen on validation
+        append_record(out, record)
+        times.setdefault(method, []).append(record["wall_s"])
+        students = [t for m, ts in times.items() if m != "teacher" for t in ts] or [record["wall_s"]]
+        eta = sum(np.mean(times.get(m, students)) for m, _ in todo[i:])
+        log(f"[{i:2d}/{len(todo)}] {record['key']}: test {100 * record['test']:.1f}% at epoch "
+            f"{record['selected_epoch']} ({record['wall_s']:.0f} s; study {time.perf_counter() - started:.0f} s, "
+            f"ETA {eta / 60:.0f} min)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--zip", type=Path, default=Path(os.environ.get("RKD_PML_OMNIGLOT", DEFAULT_ZIP)))
+    p.add_argument("--out", type=Path, default=None, help=f"records folder (default {DEFAULT_OUT})")
+    p.add_argument("--cache", type=Path, default=None, help="teacher weights (default ~/.cache/rkd_pml/classify)")
+    p.add_argument("--png", type=Path, default=None, help=f"curves (default {DEFAULT_PNG})")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--student-epochs", type=int)
+    p.add_argument("--teacher-epochs", type=int)
+    p.add_argument("--quick", action="store_true", help="a tiny recipe (seconds), for smoke tests")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    overrides = {"student_epochs": args.student_epochs, "teacher_epochs": args.teacher_epochs}
+    recipe = replace(QUICK if args.quick else Recipe(), **{k: v for k, v in overrides.items() if v is not None})
+    out = args.out or (Path(tempfile.mkdtemp(prefix="classify-quick-")) if args.quick else DEFAULT_OUT)
+    cache = args.cache or (out / "cache" if args.quick else Path.home() / ".cache" / "rkd_pml" / "classify")
+    png = args.png or (out / "curves.png" if args.quick else DEFAULT_PNG)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    if set(methods) - set(METHODS):
+        p.error(f"unknown --methods {sorted(set(methods) - set(METHODS))}; choose from {METHODS}")
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+    done = read_records(out, recipe.key())
+    plan = [("teacher", 0)] + [(m, s) for s in seeds for m in methods]
+    todo = [(m, s) for m, s in plan if run_key(m, s) not in done]
+    teacher_file = cache / f"teacher-{recipe.key()}.pt"
+    if run_key("teacher", 0) in done and not teacher_file.is_file() and any(m != "ce" for m, _ in todo):
+        log(f"teacher weights {teacher_file} missing: training the teacher again")
+        todo.insert(0, ("teacher", 0))
+    log(f"recipe {recipe.key()} -> {out}: {len(plan) - len(todo)} of {len(plan)} runs recorded, {len(todo)} to go")
+    if not args.report_only and todo:
+        if not args.zip.is_file():
+            p.error(f"Omniglot archive not found: {args.zip} (set --zip or RKD_PML_OMNIGLOT)")
+        run_study(todo, recipe, args.zip, out, teacher_file, log)
+    records = read_records(out, recipe.key())
+    text = table(summarize(records, methods, seeds))
+    (out / "table.md").write_text(text + "\n")
+    plot(records, methods, seeds, png)
+    print(text)
+    print(f"total training wall time {sum(r['wall_s'] for r in records.values()) / 60:.1f} min; curves: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
