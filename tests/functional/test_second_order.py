@@ -1,15 +1,17 @@
 """Second derivatives of the fused all-triplets angle loss (create_graph=True): gradgradcheck,
-and Hessian-vector products against a plain per-triplet transcription and the mined path."""
+and Hessian-vector products against a plain per-triplet transcription and the mined path;
+every distillation loss passes gradgradcheck."""
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from rkd_pml import RKDAngleLoss, RKDLoss
-from rkd_pml._pml import MeanReducer
+from rkd_pml import RKDAngleLoss, RKDDistanceLoss, RKDLoss
+from rkd_pml._pml import LpDistance, MeanReducer
 from rkd_pml.functional import fused
 from rkd_pml.functional.angle import all_distinct_triplets, rkd_angle_all_triplets_mean, rkd_angle_triplet_losses
 from rkd_pml.functional.relations import relations
+from rkd_pml.losses import DarkRankLoss, FitNetEmbeddingLoss
 
 
 def _compiled_available() -> bool:
@@ -131,3 +133,19 @@ def test_third_order_is_refused():
     (grad,) = torch.autograd.grad(fused_mean("eager", TILE)(x, t), x, create_graph=True)
     with pytest.raises(RuntimeError, match="first and second derivatives only"):
         torch.autograd.grad((grad * v).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        RKDDistanceLoss,
+        lambda: RKDLoss(backend="eager"),
+        lambda: RKDLoss(backend="eager", distance=LpDistance(normalize_embeddings=True)),
+        lambda: DarkRankLoss(beta=2.5, list_length=3),
+        lambda: FitNetEmbeddingLoss(4, 6).double(),
+    ],
+)
+def test_every_loss_is_twice_differentiable(make):
+    s, t, _ = batch(6, seed=8)
+    loss_fn = make()
+    assert torch.autograd.gradgradcheck(lambda x: loss_fn(x, ref_emb=t), (s.requires_grad_(True),), eps=1e-6, atol=1e-6)
