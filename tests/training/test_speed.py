@@ -1,0 +1,84 @@
+"""Mixed precision, channels-last and compiled models in the training jobs."""
+
+import warnings
+
+import pytest
+import torch
+
+from rkd_pml.training import distill, load_checkpoint
+from rkd_pml.training import speed
+
+
+def _same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_fp16_on_cpu_is_refused_before_anything_is_written(teacher_dir, tmp_path, tiny):
+    with pytest.raises(ValueError, match="--precision fp16 needs a CUDA device"):
+        distill(teacher=teacher_dir, student="resnet10t", embedding_dim=4, precision="fp16", out=str(tmp_path / "s"), **tiny)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_channels_last_resume(teacher_dir, tmp_path, tiny, precision):
+    # fp32: the resumed run ends with exactly the weights of the uninterrupted one. bf16 autocast
+    # on this CPU build is not bitwise repeatable run to run (two identical runs differ from their
+    # second optimizer step on), so there the resumed run must only be as close as a rerun is.
+    settings = dict(teacher=teacher_dir, student="resnet10t", embedding_dim=4, precision=precision,
+                    channels_last=True, **{**tiny, "lr_milestones": (1,)})
+    distill(out=str(tmp_path / "straight"), **{**settings, "epochs": 2})
+    distill(out=str(tmp_path / "resumed"), **{**settings, "epochs": 1})
+    distill(out=str(tmp_path / "resumed"), resume=True, **{**settings, "epochs": 2})
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert a["scaler"] == b["scaler"] and a["loop"]["epoch"] == b["loop"]["epoch"] == 2
+    if precision == "fp32":
+        _same_weights(a["model"], b["model"])
+    else:
+        distill(out=str(tmp_path / "rerun"), **{**settings, "epochs": 2})
+        c = load_checkpoint(tmp_path / "rerun" / "checkpoints" / "last.pt")
+        rerun = max(float((a["model"][k].float() - c["model"][k].float()).abs().max()) for k in a["model"])
+        resumed = max(float((a["model"][k].float() - b["model"][k].float()).abs().max()) for k in a["model"])
+        assert resumed <= 10 * rerun + 1e-6
+
+
+def test_bf16_changes_the_arithmetic_but_trains(teacher_dir, tmp_path, tiny):
+    fp32 = distill(teacher=teacher_dir, student="resnet10t", embedding_dim=4, out=str(tmp_path / "a"), **tiny)
+    bf16 = distill(teacher=teacher_dir, student="resnet10t", embedding_dim=4, precision="bf16", out=str(tmp_path / "b"), **tiny)
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # autocast really ran in bf16
+    assert abs(fp32["best"]["test"]["recall@1"] - bf16["best"]["test"]["recall@1"]) < 0.2
+
+
+def test_a_model_that_fails_to_compile_falls_back_once(monkeypatch):
+    calls = []
+
+    def broken_compile(module):
+        def run(*args):
+            calls.append(1)
+            raise RuntimeError("backend unavailable")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = torch.nn.Linear(3, 2)
+    forward = speed.prepare_forward(model, channels_last=False, compile=True, name="student")
+    x = torch.randn(4, 3)
+    with pytest.warns(UserWarning, match="torch.compile of the student failed"):
+        out = forward(x)
+    assert torch.equal(out, model(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forward(x)  # eager from now on, silently
+    assert len(calls) == 1
+
+
+def test_autocast_contexts():
+    assert speed.autocast("fp32", torch.device("cpu")).__class__.__name__ == "nullcontext"
+    with speed.autocast("bf16", torch.device("cpu")):
+        y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert y.dtype == torch.bfloat16
+    assert not speed.make_scaler("bf16", torch.device("cpu")).is_enabled()
