@@ -15,7 +15,11 @@ Loading needs only timm::
     embeddings = model((images - mean(cfg)) / std(cfg))   # images (B, C, H, W) in [0, 1]
 
 The embeddings equal ``EmbeddingModel.forward`` on the unnormalised images (before its L2
-normalisation). EmbeddingModel uses the pooled pre-logit features (``num_classes=0``); the
+normalisation). Loading the weights file alone needs the embedding size twice:
+``timm.create_model(arch, pretrained=True, num_classes=D,
+pretrained_cfg_overlay=dict(file=".../model.safetensors", num_classes=D))``; without
+``num_classes`` in the overlay timm compares D with the architecture's default (1000) and
+silently drops the classifier, i.e. the embedding head. EmbeddingModel uses the pooled pre-logit features (``num_classes=0``); the
 export maps the head's Linear onto the timm classifier that takes exactly these features.
 Families whose classifier is not such a Linear are refused, naming the model.
 """

@@ -88,6 +88,17 @@ def test_pooled_features_with_num_classes_zero(tmp_path):
     assert (_timm_embed(backbone, images) - expected).abs().max().item() <= 1e-5
 
 
+def test_weights_file_alone_keeps_the_head_only_with_num_classes_in_the_overlay(tmp_path):
+    model = EmbeddingModel("test_resnet", embedding_dim=8).eval()
+    model.save(tmp_path / "model")
+    file = str(export_timm(tmp_path / "model", tmp_path / "export") / "model.safetensors")
+    kept = timm.create_model("test_resnet", pretrained=True, num_classes=8,
+                             pretrained_cfg_overlay=dict(file=file, num_classes=8))
+    dropped = timm.create_model("test_resnet", pretrained=True, num_classes=8, pretrained_cfg_overlay=dict(file=file))
+    assert torch.equal(kept.get_classifier().weight, model.head.weight)
+    assert not torch.equal(dropped.get_classifier().weight, model.head.weight)  # timm's pitfall, documented
+
+
 def test_run_directory_overwrite_and_source_untouched(tmp_path):
     run = tmp_path / "run"
     EmbeddingModel("test_resnet", embedding_dim=8, in_chans=1).save(run / "model")
