@@ -230,3 +230,18 @@ def test_get_eval_model_returns_the_student_through_wrappers():
     wrapper.module = task.trainable_module  # how DDP holds it
     task.trainable_module = wrapper
     assert task.get_eval_model() is student
+
+
+def test_compile_like_timm_feature_distillation():
+    student, teacher = _models()
+    task = RelationalDistillationTask(student, teacher, verbose=False)
+    task.train()
+    x, y = _batch()
+    before = task(x, y)["loss"]
+    eval_model = task.compile(backend="eager")  # dynamo tracing only: no code generation
+    assert task.get_eval_model() is eval_model and eval_model._orig_mod is student
+    assert task.teacher._compiled_forward_features is not None
+    after = task(x, y)
+    torch.testing.assert_close(after["loss"], before)
+    after["loss"].backward()
+    assert student.fc.weight.grad is not None and all(p.grad is None for p in teacher.parameters())
