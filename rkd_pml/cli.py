@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the metrics to FILE as JSON ('-' prints JSON instead of the table)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_runtime(p)
+    p = sub.add_parser("export", help="write a trained model as a plain timm model (timm's hub layout)",
+                       description="Write the model of a run (or a saved model directory) as a plain timm model whose "
+                                   "classifier is the embedding head: model.safetensors + config.json, loadable with "
+                                   "timm.create_model('local-dir:DIR', pretrained=True) or, uploaded, 'hf-hub:...'.")
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="a run directory or a saved model directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     return parser
 
 
@@ -159,6 +166,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "export":
+        from .models.export import export_timm
+
+        print(f"timm model written to {export_timm(args.model, args.out, overwrite=args.overwrite)}")
+        return 0
     from .training.jobs import run_job
     from .training.signals import stop_on_signals
 

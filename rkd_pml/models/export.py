@@ -42,12 +42,9 @@ __all__ = ["export_timm"]
 
 def _source_dir(path: Path) -> Path:
     """The EmbeddingModel directory: ``path`` itself or a run directory's ``path/model``."""
-    for candidate in (path, path / "model"):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"run_or_model_dir {os.fspath(path)!r}: no EmbeddingModel ({CONFIG_NAME} in it or in its model/ folder)"
-    )
+    from .saved import find_saved_model
+
+    return find_saved_model(path, flag="run_or_model_dir")
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -96,3 +96,23 @@ def test_help_explains_every_option(command, capsys):
         if re.match(r"^  --?\w", line):
             rest = re.split(r"\s{2,}", line.strip(), maxsplit=1)
             assert len(rest) == 2 or lines[i + 1].startswith(" " * 10), line
+
+
+def test_export_a_run_as_a_timm_model(teacher_dir, tmp_path, capsys):
+    import timm
+    import torch
+
+    from rkd_pml.models import EmbeddingModel
+
+    assert main(["export", teacher_dir, "--out", str(tmp_path / "timm")]) == 0
+    assert "timm model written to" in capsys.readouterr().out
+    net = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
+    ours = EmbeddingModel.load(Path(teacher_dir) / "model").eval()
+    images = torch.rand(3, 3, 16, 16)
+    cfg = net.pretrained_cfg
+    mean, std = torch.tensor(cfg["mean"]).view(1, -1, 1, 1), torch.tensor(cfg["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        theirs = torch.nn.functional.normalize(net((images - mean) / std), dim=1)  # the head's L2 is ours to apply
+        assert torch.allclose(theirs, ours(images), atol=1e-5)
+    with pytest.raises(SystemExit):  # an existing folder is never replaced silently
+        main(["export", teacher_dir, "--out", str(tmp_path / "timm")])
