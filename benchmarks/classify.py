@@ -225,15 +225,15 @@ def summarize(records: dict[str, dict], methods, seeds) -> list[dict]:
             acc = np.array([100 * r["test"] for r in runs])
             val = np.array([[100 * c["val"] for c in r["curve"]] for r in runs])
             rows.append({"method": method, "model": runs[0]["model"], "n": len(runs), "mean": acc.mean(),
-                         "std": acc.std(ddof=1) if len(runs) > 1 else 0.0, "epochs": [r["selected_epoch"] for r in runs],
+                         "std": acc.std(ddof=1) if len(runs) > 1 else 0.0,
+                         "epochs": [r["selected_epoch"] for r in runs],
                          "of": runs[0]["epochs"], "last": np.mean([100 * r["last_test"] for r in runs]),
-                         "late_gain": val[:, -5:].mean() - val[:, -10:-5].mean() if val.shape[1] >= 10 else float("nan")})
+                         "late_gain": val[:, -5:].mean() - val[:, -10:-5].mean() if val.shape[1] >= 10 else np.nan})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: top-1 at the epoch chosen on validation; the late validation gain (mean of the
-    last 5 epochs minus the 5 before, points) shows the plateau."""
+    """Markdown; "late val gain": mean val top-1 of the last 5 epochs minus the 5 before (points)."""
     lines = ["| Method | Model | Top-1 test (%) | Seeds | Selected epochs | Last-epoch top-1 (%) | Late val gain |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -251,7 +251,8 @@ def plot(records: dict[str, dict], methods, seeds, png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     teacher = records.get(run_key("teacher", 0))
     for split, style in (("val", "-"), ("test", "--")) if teacher else ():
-        axes[0].plot([c["epoch"] for c in teacher["curve"]], [100 * c[split] for c in teacher["curve"]], style, label=split)
+        ep, acc = zip(*[(c["epoch"], 100 * c[split]) for c in teacher["curve"]])
+        axes[0].plot(ep, acc, style, label=split)
         axes[0].set_title(f"Teacher {teacher['model']} (grey: epoch chosen on val)")
         axes[0].axvline(teacher["selected_epoch"], color="grey", lw=0.8)
     for method in methods:

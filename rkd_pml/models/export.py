@@ -19,9 +19,13 @@ normalisation). Loading the weights file alone needs the embedding size twice:
 ``timm.create_model(arch, pretrained=True, num_classes=D,
 pretrained_cfg_overlay=dict(file=".../model.safetensors", num_classes=D))``; without
 ``num_classes`` in the overlay timm compares D with the architecture's default (1000) and
-silently drops the classifier, i.e. the embedding head. EmbeddingModel uses the pooled pre-logit features (``num_classes=0``); the
-export maps the head's Linear onto the timm classifier that takes exactly these features.
-Families whose classifier is not such a Linear are refused, naming the model.
+silently drops the classifier, i.e. the embedding head.
+
+EmbeddingModel uses the pooled pre-logit features (``num_classes=0``); the export maps the
+head's Linear onto the timm classifier that takes exactly these features (``fc`` for ResNets,
+``classifier`` for MobileNetV3, ``head`` for ViTs, ``head.fc`` for ConvNeXts: timm's
+``pretrained_cfg["classifier"]``). Families without one such Linear (the distilled DeiT, LeViT
+and EfficientFormer, with two heads) are refused, naming the model.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 A teacher is given as
 
 * a :class:`timm.task.DistillationTeacher` (used as is);
-* a timm model name (built by ``DistillationTeacher`` with pretrained weights, as timm's own
-  distillation tasks do, with the student's ``num_classes`` and ``in_chans``);
+* a timm model name, also ``hf-hub:...`` or ``local-dir:...`` (built by ``DistillationTeacher``
+  with pretrained weights, as timm's own distillation tasks do, with the student's
+  ``num_classes`` and ``in_chans``); a timm name wins over a folder of the same name (write
+  ``./resnet18`` or pass a ``Path`` for the folder);
 * a directory written by :meth:`rkd_pml.models.EmbeddingModel.save`, or a run directory
   holding one in ``<run>/model/``;
 * an ``nn.Module``: an :class:`~rkd_pml.models.EmbeddingModel` (possibly wrapped in
@@ -22,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence, Union
 
+import timm
 import torch
 from timm.task import DistillationTeacher
 from timm.utils import unwrap_model
@@ -100,6 +103,12 @@ class EmbeddingModelTeacher(DistillationTeacher):
         return super().forward(input, return_features=True)
 
 
+def _is_timm_name(text: str) -> bool:
+    if text.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        return True
+    return timm.is_model(text.split(".", 1)[0]) if text.split(".", 1)[0] else False
+
+
 def _embedding_model_dir(path: Path) -> Path | None:
     """The EmbeddingModel directory at ``path`` or ``path/model`` (a run directory), or None."""
     for candidate in (path, path / "model"):
@@ -125,25 +134,7 @@ def resolve_teacher(
         teacher = teacher.model
     if isinstance(teacher, EmbeddingModel):
         return EmbeddingModelTeacher(teacher, device=device, dtype=dtype)
-    if isinstance(teacher, (str, os.PathLike)):
-        path = Path(teacher)
-        if path.is_dir():
-            model_dir = _embedding_model_dir(path)
-            if model_dir is None:
-                raise ValueError(
-                    f"teacher_model {os.fspath(teacher)!r} is a directory without an EmbeddingModel "
-                    f"({CONFIG_NAME} in it or in its model/ folder)"
-                )
-            model = EmbeddingModel.load(model_dir, map_location=device or "cpu")
-            return EmbeddingModelTeacher(model, device=device, dtype=dtype)
-        if not isinstance(teacher, str):
-            raise ValueError(f"teacher_model {os.fspath(teacher)!r}: no such directory")
-    elif not isinstance(teacher, nn.Module):
-        raise TypeError(
-            "teacher_model must be a timm model name, an EmbeddingModel directory or an "
-            f"nn.Module, got {type(teacher).__name__}"
-        )
-    if isinstance(teacher, str):
+    if isinstance(teacher, str) and _is_timm_name(teacher):
         student_unwrapped = unwrap_model(student)
         wrapped = DistillationTeacher(
             teacher,
@@ -154,8 +145,25 @@ def resolve_teacher(
             device=device,
             dtype=dtype,
         )
-    else:
+    elif isinstance(teacher, (str, os.PathLike)):
+        model_dir = _embedding_model_dir(Path(teacher))
+        if model_dir is None:
+            what = "a directory without an EmbeddingModel" if Path(teacher).is_dir() else (
+                "neither a timm model name nor a directory"
+            )
+            raise ValueError(
+                f"teacher_model {os.fspath(teacher)!r} is {what} (expected a timm name, or {CONFIG_NAME} "
+                "of an EmbeddingModel in the folder or in its model/ folder)"
+            )
+        model = EmbeddingModel.load(model_dir, map_location=device or "cpu")
+        return EmbeddingModelTeacher(model, device=device, dtype=dtype)
+    elif isinstance(teacher, nn.Module):
         wrapped = DistillationTeacher(teacher, device=device, dtype=dtype)
+    else:
+        raise TypeError(
+            "teacher_model must be a timm model name, an EmbeddingModel directory or an "
+            f"nn.Module, got {type(teacher).__name__}"
+        )
     mean, std = model_mean_std(wrapped.model)
     wrapped.mean_kd = _as_buffer(mean, wrapped.mean_kd)
     wrapped.std_kd = _as_buffer(std, wrapped.std_kd)

@@ -195,6 +195,20 @@ def test_embedding_model_teacher_object_directory_and_run_directory(tmp_path):
         RelationalDistillationTask(student, emb, kd_loss_weight=1.0, verbose=False)
     with pytest.raises(ValueError, match="teacher_model"):
         RelationalDistillationTask(student, tmp_path, verbose=False)
+    with pytest.raises(ValueError, match="neither a timm model name nor a directory"):
+        RelationalDistillationTask(student, str(tmp_path / "missing"), verbose=False)
+
+
+def test_teacher_as_a_local_dir_timm_export(tmp_path):
+    """A timm name (here ``local-dir:`` of a timm hub-layout folder) goes to DistillationTeacher."""
+    student, teacher = _models()
+    timm.models.save_for_hf(teacher, tmp_path / "timm-teacher", safe_serialization=True)
+    task = RelationalDistillationTask(student, f"local-dir:{tmp_path / 'timm-teacher'}", verbose=False)
+    assert not isinstance(task.teacher, EmbeddingModelTeacher)
+    x, _ = _batch()
+    with torch.no_grad():
+        expected, _ = _pooled(teacher.eval(), x)
+    torch.testing.assert_close(task.teacher_outputs(x)[0], expected)
 
 
 def test_distillation_teacher_is_reused_and_custom_criterion():
