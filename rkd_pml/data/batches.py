@@ -119,10 +119,28 @@ def seed_items(batches: list[list[int]], seed: int, epoch: int) -> list[list[tup
     return out
 
 
-def make_loader(dataset: Dataset, batches: list[list[Any]], num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+class EpochBatches:
+    """A batch sampler whose batches are replaced each epoch (:meth:`set`), so one DataLoader,
+    and its worker processes, serve the whole run (``persistent_workers``)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+
+    def set(self, batches: list[list[Any]]) -> None:
+        self.batches = list(batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def make_loader(dataset: Dataset, batches: Any, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over fixed batches (of indices, or of ``(index, seed)`` pairs for
-    :class:`SeededItems`)."""
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory)
+    :class:`SeededItems`); with workers, they persist across epochs (give an :class:`EpochBatches`)."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0)
 
 
 def split_validation(train_set: Any, test_transform: Any, fraction: float, seed: int):

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.batches import SeededItems, epoch_batches, make_loader
+from ..data.batches import EpochBatches, SeededItems, epoch_batches, make_loader
 from ..distributed import session as dist
 from ..distributed.objective import DistributedObjective
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
@@ -232,12 +232,12 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
 def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: EpochLog) -> None:
     cfg, device = setup.cfg, setup.device
     labels = [int(x) for x in setup.train_set.labels]
-    data = SeededItems(setup.train_set)
+    sampler = EpochBatches()
+    loader = make_loader(SeededItems(setup.train_set), sampler, cfg.num_workers, pin_memory=device.type == "cuda")
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         started = time.perf_counter()
-        batches = epoch_batches(labels, cfg.batch_size, cfg.m_per_class, cfg.iterations_per_epoch,
-                                cfg.seed, epoch, runner.rank, runner.world_size)[state.iteration:]
-        loader = make_loader(data, batches, cfg.num_workers, pin_memory=device.type == "cuda")
+        sampler.set(epoch_batches(labels, cfg.batch_size, cfg.m_per_class, cfg.iterations_per_epoch,
+                                  cfg.seed, epoch, runner.rank, runner.world_size)[state.iteration:])
         setup.model.train()
         runner.objective.train()
         bar = tqdm(loader, total=cfg.iterations_per_epoch, initial=state.iteration, leave=False, dynamic_ncols=True,

@@ -72,7 +72,9 @@ def check_value(name: str, value: Any, tp: Any, choices: Sequence[str] | None = 
             return None
         raise ValueError(f"{name} must not be null")
     if base is Any:
-        if isinstance(value, str) and choices is not None and value not in choices:
+        # "<module.Class>": an object (a loss, a miner) recorded by its class; kept for comparison
+        recorded_object = isinstance(value, str) and value.startswith("<") and value.endswith(">")
+        if isinstance(value, str) and choices is not None and value not in choices and not recorded_object:
             raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         return value
     if base is bool:

@@ -82,3 +82,15 @@ def test_autocast_contexts():
         y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert y.dtype == torch.bfloat16
     assert not speed.make_scaler("bf16", torch.device("cpu")).is_enabled()
+
+
+def test_worker_processes_do_not_change_the_weights_and_resume_stays_exact(teacher_dir, tmp_path, tiny):
+    # each image's augmentation is seeded by (seed, epoch, batch, row): the same weights with or
+    # without workers (persistent across epochs), and after a resume
+    settings = dict(teacher=teacher_dir, student="resnet10t", embedding_dim=4,
+                    **{**tiny, "lr_milestones": (1,), "train_transform": "paper"})
+    distill(out=str(tmp_path / "main"), **{**settings, "epochs": 2})
+    distill(out=str(tmp_path / "workers"), num_workers=2, **{**settings, "epochs": 1})
+    distill(out=str(tmp_path / "workers"), num_workers=2, resume=True, **{**settings, "epochs": 2})
+    _same_weights(load_checkpoint(tmp_path / "main" / "checkpoints" / "last.pt")["model"],
+                  load_checkpoint(tmp_path / "workers" / "checkpoints" / "last.pt")["model"])
