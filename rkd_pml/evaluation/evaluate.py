@@ -48,7 +48,10 @@ def embed(
         model.train(was_training)
     if not chunks:
         raise ValueError("cannot embed an empty data set")
-    return torch.cat(chunks), torch.cat(labels).long()
+    embeddings = torch.cat(chunks)
+    if not bool(torch.isfinite(embeddings).all()):
+        raise FloatingPointError("the model gives non-finite embeddings (NaN or Inf weights: the training diverged?)")
+    return embeddings, torch.cat(labels).long()
 
 
 def evaluate_embeddings(

@@ -127,6 +127,8 @@ class TrainConfig:
         """Raise ValueError for settings that cannot work, naming the setting."""
         for name in ("epochs", "iterations_per_epoch", "batch_size", "eval_every", "eval_batch_size"):
             _at_least(name, getattr(self, name), 1)
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (BatchNorm and every loss compare images), got {self.batch_size}")
         for name in ("checkpoint_every", "num_workers"):
             _at_least(name, getattr(self, name), 0)
         if self.m_per_class is not None:

@@ -85,6 +85,26 @@ def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConf
     return train_set, eval_sets, cfg
 
 
+def check_forward(models: dict[str, Any], image_size: int, in_chans: int, device: torch.device) -> None:
+    """One forward pass of each model on a tiny batch of the run's image shape, before anything is
+    written: a model that cannot take these images (a ViT at 16 px, ...) is a one-line error."""
+    from ..files import one_line
+
+    images = torch.rand(2, in_chans, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(device)
+    for name, model in models.items():
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(images)
+        except Exception as exc:  # any failure of a third-party model's forward
+            raise ValueError(f"the {name} {getattr(model, 'model_name', type(model).__name__)} cannot take "
+                             f"{in_chans}x{image_size}x{image_size} images: {one_line(exc)}; choose another "
+                             "--image-size or model") from None
+        finally:
+            model.train(was_training)
+
+
 def open_run(cfg: TrainConfig, default_out: str, inputs: list[Any]) -> tuple[RunDir, TrainConfig]:
     """Create (or reopen, for ``cfg.resume``) and lock the run directory; write config.json.
 
@@ -138,6 +158,8 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
     model = build_model(spec, cfg.embedding_dim, cfg.pretrained, cfg.weights, cfg.l2_normalize, cfg.in_chans,
                         flag="--student" if distilling else type(cfg).flag_names.get("model", "--model")).to(device)
     train_set, eval_sets, cfg = load_splits(cfg, model)
+    check_forward({"student" if distilling else "model": model, **({"teacher": teacher} if teacher is not None else {})},
+                  cfg.image_size, cfg.in_chans, device)
     objective = build_objective(cfg, student_dim=model.embedding_dim,
                                 teacher_dim=teacher.embedding_dim if teacher is not None else None).to(device)
     inputs = [cfg.root, cfg.test_root, cfg.weights, getattr(cfg, "teacher", None), getattr(cfg, "teacher_cache", None), spec]

@@ -136,3 +136,25 @@ def test_a_resumed_run_config_must_hold_every_setting(teacher_dir, tmp_path):
 def test_settings_that_would_train_wrong_are_refused(changes, match):
     with pytest.raises(ValueError, match=match):
         DistillConfig(teacher="t", **changes).validate()
+
+
+def test_a_model_that_cannot_take_the_image_size_fails_before_the_run(teacher_dir, tmp_path, tiny):
+    # a ViT's patch grid is fixed by its image size: 16 px images do not fit vit_tiny's 224
+    with pytest.raises(ValueError, match="the student vit_tiny_patch16_224 cannot take 3x16x16 images"):
+        distill(teacher=teacher_dir, student="vit_tiny_patch16_224", embedding_dim=4, out=str(tmp_path / "s"), **tiny)
+    assert not (tmp_path / "s").exists()
+
+
+def test_batch_of_one_and_diverged_models_are_clear_errors(tmp_path, tiny):
+    import torch
+
+    from rkd_pml.evaluation import embed
+
+    with pytest.raises(ValueError, match="batch_size must be at least 2"):
+        DistillConfig(teacher="t", batch_size=1, m_per_class=1).validate()
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    data = [(torch.ones(4), 0), (torch.ones(4), 1)]
+    with pytest.raises(FloatingPointError, match="non-finite embeddings"):
+        embed(model, data, progress=False)
