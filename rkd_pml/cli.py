@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_flags(p, cls)
         _add_runtime(p)
 
+    from .training.cache_job import TeacherCacheConfig
+
+    p = sub.add_parser("teacher-cache", help="run a teacher once over K augmented views of the training images",
+                       description="Run a saved teacher once over K augmented views of every training image and store, "
+                                   "per view, its embedding and the augmentation's parameters (safetensors + a JSON "
+                                   "manifest); 'rkd-pml distill --teacher-cache DIR' then never runs the teacher and shows "
+                                   "the student exactly the view each embedding was computed on.")
+    p.add_argument("--config", metavar="FILE", help="settings from a JSON (or YAML) file; flags override them")
+    add_config_flags(p, TeacherCacheConfig)
+    _add_runtime(p)
+
     p = sub.add_parser("evaluate", help="Recall@K of a saved model (or of each model of a demo's runs)",
                        description="Embed the test split (classes unseen in training) with a saved model and report "
                                    "Recall@K and PML's retrieval metrics. Data settings default to the ones the model "
@@ -170,6 +181,11 @@ def _run(args: argparse.Namespace) -> int:
         from .models.export import export_timm
 
         print(f"timm model written to {export_timm(args.model, args.out, overwrite=args.overwrite)}")
+        return 0
+    if args.command == "teacher-cache":
+        from .training.cache_job import TeacherCacheConfig, build_cache
+
+        print(f"teacher cache written to {build_cache(config_for(TeacherCacheConfig, args))}")
         return 0
     from .training.jobs import run_job
     from .training.signals import stop_on_signals

@@ -85,6 +85,24 @@ def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConf
     return train_set, eval_sets, cfg
 
 
+def open_teacher_cache(cfg: DistillConfig, device: torch.device):
+    """The run's teacher cache; with ``--teacher`` too, refused unless built from that teacher
+    (the teacher is loaded to compare, never run)."""
+    from ..data.teacher_cache import TeacherCache, expectation
+
+    expect = expectation(teacher=load_teacher(cfg.teacher, "cpu")) if cfg.teacher else None
+    return TeacherCache.open(cfg.teacher_cache, expect=expect)
+
+
+def cache_data_settings(cache) -> dict[str, Any]:
+    """The data settings a teacher cache was built with, as a model's ``training_data``."""
+    m = cache.manifest
+    size = m.get("image_size")
+    name = str(m.get("dataset", {}).get("name") or "")
+    return {"dataset": name[: -len("-train")] if name.endswith("-train") else None, "root": m.get("dataset", {}).get("root"),
+            "image_size": size if isinstance(size, int) else None, "in_chans": m.get("in_chans")}
+
+
 def check_forward(models: dict[str, Any], image_size: int, in_chans: int, device: torch.device) -> None:
     """One forward pass of each model on a tiny batch of the run's image shape, before anything is
     written: a model that cannot take these images (a ViT at 16 px, ...) is a one-line error."""
@@ -147,9 +165,12 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
     distilling = isinstance(cfg, DistillConfig)
-    teacher = None
+    teacher = cache = None
     # everything that can fail on bad input happens before the run directory is created
-    if distilling and cfg.uses_teacher and cfg.teacher:
+    if distilling and cfg.uses_teacher and cfg.teacher_cache:
+        cache = open_teacher_cache(cfg, device)
+        cfg = inherit_data_settings(cfg, cache_data_settings(cache), f"the teacher cache {cfg.teacher_cache}")
+    elif distilling and cfg.uses_teacher and cfg.teacher:
         teacher = load_teacher(cfg.teacher, device)
         cfg = inherit_data_settings(cfg, teacher.training_data or {}, f"the teacher {cfg.teacher}")
     cfg = resolve_data_defaults(cfg)
@@ -160,8 +181,12 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
     train_set, eval_sets, cfg = load_splits(cfg, model)
     check_forward({"student" if distilling else "model": model, **({"teacher": teacher} if teacher is not None else {})},
                   cfg.image_size, cfg.in_chans, device)
-    objective = build_objective(cfg, student_dim=model.embedding_dim,
-                                teacher_dim=teacher.embedding_dim if teacher is not None else None).to(device)
+    teacher_dim = cache.embedding_dim if cache is not None else teacher.embedding_dim if teacher is not None else None
+    objective = build_objective(cfg, student_dim=model.embedding_dim, teacher_dim=teacher_dim).to(device)
+    if cache is not None:
+        from ..data.teacher_cache import CachedViews
+
+        train_set = CachedViews(train_set, cache, seed=cfg.seed)  # checks the images and the view against the cache
     inputs = [cfg.root, cfg.test_root, cfg.weights, getattr(cfg, "teacher", None), getattr(cfg, "teacher_cache", None), spec]
     name = "student" if distilling else {"train-teacher": "teacher", "train-baseline": "baseline"}.get(cfg.job, "model")
     run, cfg = open_run(cfg, f"runs/{cfg.job.split('-')[-1]}", inputs)
@@ -169,15 +194,17 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
         model.training_data = training_data(cfg)
         optimizer = torch.optim.Adam(trainable_parameters(model, objective), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
-        what = (f"{teacher.model_name}-{teacher.embedding_dim} -> " if teacher is not None else "") + (
-            f"{model.model_name}-{model.embedding_dim} (L2 {model.l2_normalize})")
+        source = (f"{teacher.model_name}-{teacher.embedding_dim} -> " if teacher is not None else
+                  f"cached {cache.manifest['teacher'].get('model_name')}-{cache.embedding_dim} -> " if cache is not None else "")
+        what = source + f"{model.model_name}-{model.embedding_dim} (L2 {model.l2_normalize})"
         loss = f", loss {cfg.loss if isinstance(cfg.loss, str) else type(cfg.loss).__name__}" if distilling else ""
         log(f"[{name}] {what}{loss} on {cfg.dataset} at {cfg.image_size} px ({cfg.precision}): "
             f"{_describe_data(train_set, eval_sets)}; device {device}"
             f"{f' x {ctx.world_size} processes ({ctx.backend})' if ctx.enabled else ''}; out {run.path}")
         setup = TrainingSetup(cfg=cfg, model=model, objective=objective, optimizer=optimizer, scheduler=scheduler,
                               train_set=train_set, eval_sets=eval_sets, run=run, device=device, teacher=teacher, name=name,
-                              extra_results={"teacher_dir": str(cfg.teacher)} if teacher is not None else {})
+                              extra_results={"teacher_dir": str(cfg.teacher)} if teacher is not None else
+                              {"teacher_cache": str(cfg.teacher_cache)} if cache is not None else {})
         return fit(setup)
     finally:
         run.close()

@@ -232,12 +232,15 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
 def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: EpochLog) -> None:
     cfg, device = setup.cfg, setup.device
     labels = [int(x) for x in setup.train_set.labels]
+    cached = hasattr(setup.train_set, "cache")  # CachedViews: stored views and the teacher's embeddings of them
+    items = _EpochItems(setup.train_set) if cached else SeededItems(setup.train_set)
     sampler = EpochBatches()
-    loader = make_loader(SeededItems(setup.train_set), sampler, cfg.num_workers, pin_memory=device.type == "cuda")
+    loader = make_loader(items, sampler, cfg.num_workers, pin_memory=device.type == "cuda")
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         started = time.perf_counter()
-        sampler.set(epoch_batches(labels, cfg.batch_size, cfg.m_per_class, cfg.iterations_per_epoch,
-                                  cfg.seed, epoch, runner.rank, runner.world_size)[state.iteration:])
+        batches = epoch_batches(labels, cfg.batch_size, cfg.m_per_class, cfg.iterations_per_epoch,
+                                cfg.seed, epoch, runner.rank, runner.world_size)[state.iteration:]
+        sampler.set([[(i, epoch) for i, _ in b] for b in batches] if cached else batches)
         setup.model.train()
         runner.objective.train()
         bar = tqdm(loader, total=cfg.iterations_per_epoch, initial=state.iteration, leave=False, dynamic_ncols=True,
@@ -272,6 +275,22 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
         if dist.any_rank(stop_requested(), device) if runner.world_size > 1 else stop_requested():
             clear_stop()
             raise TrainingInterrupted(f"stopped after epoch {epoch}; continue with --resume")
+
+
+class _EpochItems(Dataset):
+    """A :class:`~rkd_pml.data.teacher_cache.CachedViews` indexed by ``(index, epoch)``, so the
+    view of each item follows the epoch in worker processes too."""
+
+    def __init__(self, views: Any):
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, epoch = key
+        self.views.set_epoch(epoch)
+        return self.views[index]
 
 
 def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]) -> dict[str, Any]:
