@@ -64,6 +64,7 @@ def _demo(out: str, overwrite: bool, device: str, seed: int, progress: bool, s: 
             iterations_per_epoch=s["iterations_per_epoch"], batch_size=s["batch_size"], m_per_class=s["m_per_class"],
             lr=s["lr"], lr_milestones=tuple(s["lr_milestones"]), lr_gamma=s["lr_gamma"],
             train_transform=s["train_transform"], seed=seed, device=device, progress=progress,
+            keep_checkpoints=False,  # each run's model/ holds its best weights: about 85 MB in all
         )
         teacher = train_teacher(model=s["teacher"], embedding_dim=s["teacher_dim"], out=str(run.path / "teacher"), **common)
         baseline = train_baseline(model=s["student"], embedding_dim=s["student_dim"], out=str(run.path / "baseline"), **common)

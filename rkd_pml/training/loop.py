@@ -24,6 +24,7 @@ alone evaluates and writes.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,5 +322,7 @@ def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]
     if dist.current_context().world_size > 1:
         results["world_size"] = dist.current_context().world_size
     run.write_results(results)
+    if is_main_process() and not cfg.keep_checkpoints:
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
     dist.barrier()  # the saved model and results.json exist when any rank returns
     return results

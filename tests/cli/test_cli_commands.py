@@ -116,3 +116,12 @@ def test_export_a_run_as_a_timm_model(teacher_dir, tmp_path, capsys):
         assert torch.allclose(theirs, ours(images), atol=1e-5)
     with pytest.raises(SystemExit):  # an existing folder is never replaced silently
         main(["export", teacher_dir, "--out", str(tmp_path / "timm")])
+
+
+def test_demo_keeps_each_runs_model_and_no_checkpoints(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--iters", "2", "--batch-size", "20", "--no-progress"]) == 0
+    for run in ("teacher", "baseline", "rkd"):
+        assert (out / run / "model" / "model.safetensors").is_file() and not (out / run / "checkpoints").exists()
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    assert size < 100 * 2**20, size

@@ -108,7 +108,9 @@ def test_run_directory_is_written_once_by_rank_zero(runs):
     for name in ("config.json", "metrics.jsonl", "results.json", "recall.png", "checkpoints/last.pt",
                  "checkpoints/best.pt", "model/config.json", "model/model.safetensors"):
         assert (run / name).is_file(), name
-    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # no write left half done
+    from rkd_pml.files import is_temporary
+
+    assert not [p for p in run.rglob("*") if is_temporary(p.name)]  # no write left half done
     # one record per epoch (each rank appending would give two), one log line, one summary
     assert len(runs["metrics_after_first"]) == 1
     first = runs["first"]

@@ -26,7 +26,9 @@ def _assert_run_dir(out: Path, epochs: int):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
     assert all("recall@1" in r["test"] and r["loss"] >= 0 for r in records)
-    assert not list(out.rglob("*.tmp"))
+    from rkd_pml.files import is_temporary
+
+    assert not [p for p in out.rglob("*") if is_temporary(p.name)]
 
 
 def test_teacher_run_directory_and_results(teacher_dir):
