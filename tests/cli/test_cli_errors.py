@@ -80,3 +80,37 @@ def test_resume_and_overwrite_rules(tmp_path, capsys, teacher_dir):
 def test_evaluate_errors(tmp_path, capsys):
     assert "does not exist" in _error(["evaluate", str(tmp_path / "none")], capsys)
     assert "invalid choice" in _error(["evaluate", str(tmp_path), "--split", "val"], capsys)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--recall-ks", "2,4"], "--recall-ks must include 1"),
+    (["--device", "cuda:abc"], "--device must be cpu, cuda, cuda:N, mps or auto"),
+    (["--device", "tpu"], "--device must be"),
+    (["--lr-gamma", "0"], "--lr-gamma must be a finite number > 0"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--angle-weight", "-1"], "--angle-weight must be a finite number >= 0"),
+    (["--batch-size", "1", "--m-per-class", "1"], "--batch-size must be at least 2"),
+])
+def test_settings_are_checked_before_the_run_and_name_the_flag(tmp_path, capsys, teacher_dir, argv, expected):
+    line = _error(["distill", "--teacher", teacher_dir, "--student", "resnet10t", "--out", str(tmp_path / "s"),
+                   *SMALL, *argv], capsys)
+    assert expected in line
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"embedding_dim": "8"}, "embedding_dim must be of type int"),
+    ({"l2_normalize": "false"}, "l2_normalize must be of type bool"),
+    ({"in_chans": 2}, "in_chans 1 or 3"),
+    ({"data_config": None}, "data_config must be of type dict"),
+])
+def test_malformed_saved_model_config_is_one_line(tmp_path, capsys, teacher_dir, change, expected):
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(Path(teacher_dir) / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **change}))
+    line = _error(["evaluate", str(model), "--no-progress"], capsys)
+    assert expected in line and "config.json" in line
