@@ -255,6 +255,7 @@ def plot(records: dict[str, dict], methods, seeds, png: Path) -> None:
         axes[0].plot(ep, acc, style, label=split)
         axes[0].set_title(f"Teacher {teacher['model']} (grey: epoch chosen on val)")
         axes[0].axvline(teacher["selected_epoch"], color="grey", lw=0.8)
+    finals = [100.0]
     for method in methods:
         runs = [records[run_key(method, s)] for s in seeds if run_key(method, s) in records]
         if runs:
@@ -262,6 +263,8 @@ def plot(records: dict[str, dict], methods, seeds, png: Path) -> None:
             ep = np.arange(1, val.shape[1] + 1)
             line, = axes[1].plot(ep, val.mean(0), label=LABELS[method])
             axes[1].fill_between(ep, val.min(0), val.max(0), color=line.get_color(), alpha=0.15)
+            finals.append(val.mean(0)[-1])
+    axes[1].set_ylim(max(0.0, min(finals) - 15), min(100.0, max(finals[1:] or finals) + 4))
     axes[1].set_title("Students: validation top-1 (mean, min-max over seeds)")
     for ax in axes:
         ax.set(xlabel="epoch", ylabel="top-1 (%)")

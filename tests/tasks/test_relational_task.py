@@ -166,12 +166,19 @@ def test_renormalises_teacher_input_when_mean_std_differ():
 
 
 def test_grey_student_and_teacher_with_timm_default_stats():
-    # timm reports three mean/std values for in_chans=1 models; both sides use their average
-    student, teacher = _models(in_chans=1)
+    # timm keeps three mean/std values for in_chans=1 models (0.5 for test_resnet, ImageNet's
+    # for resnet10t); both sides use their average, and the grey input stays one channel
+    torch.manual_seed(0)
+    student = timm.create_model("test_resnet", num_classes=CLASSES, in_chans=1)
+    teacher = timm.create_model("resnet10t", num_classes=CLASSES, in_chans=1).eval()
     task = RelationalDistillationTask(student, teacher, verbose=False)
     assert task.student_mean.shape == (1, 1, 1, 1)
-    out = task(*_batch(in_chans=1))
-    assert torch.isfinite(out["loss"])
+    x, y = _batch(in_chans=1)
+    mean, std = sum((0.485, 0.456, 0.406)) / 3, sum((0.229, 0.224, 0.225)) / 3
+    with torch.no_grad():
+        expected, _ = _pooled(teacher, (x * 0.5 + 0.5 - mean) / std)
+    torch.testing.assert_close(task.teacher_outputs(x)[0], expected, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(task(x, y)["loss"])
 
 
 def test_embedding_model_teacher_object_directory_and_run_directory(tmp_path):
