@@ -56,6 +56,12 @@ class RelationalDistillationTask(TrainingTask):
         temperature: the KD softmax temperature ``T``.
         device, dtype, verbose: as in timm's tasks.
 
+    Normalisation: the input is normalised with the student's ``pretrained_cfg`` mean/std; a
+    timm teacher whose mean/std differ gets it re-normalised (timm's ``DistillationTeacher``
+    rule), an EmbeddingModel teacher gets the unnormalised images. Mean/std values are fitted
+    to each model's ``in_chans`` first (a grey model's three timm values become their average),
+    so a 1-channel batch stays 1-channel.
+
     ``forward(input (B, C, H, W) normalised for the student, target) -> dict`` with ``loss``,
     ``output`` (student logits ``(B, K)``), ``task_loss``, ``rkd_distance_loss``,
     ``rkd_angle_loss`` (unweighted; under DDP the global-batch values) and ``kd_loss`` when
