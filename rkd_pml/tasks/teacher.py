@@ -111,10 +111,12 @@ def _is_timm_name(text: str) -> bool:
 
 def _embedding_model_dir(path: Path) -> Path | None:
     """The EmbeddingModel directory at ``path`` or ``path/model`` (a run directory), or None."""
-    for candidate in (path, path / "model"):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    return None
+    from ..models.saved import find_saved_model
+
+    try:
+        return find_saved_model(path, flag="teacher_model")
+    except FileNotFoundError:
+        return None
 
 
 def resolve_teacher(
