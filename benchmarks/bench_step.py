@@ -21,8 +21,13 @@ Each configuration has its own copy of the same initial student and its own Adam
 runs one step of every configuration, so a change in the machine's load hits all alike.
 Minimum and median over ``--steps`` rounds; images/s = batch / median step time.
 
+On a shared CPU, set ``OMP_WAIT_POLICY=PASSIVE`` and keep ``--threads`` at most the idle cores:
+oneDNN's bfloat16 weight-gradient kernels synchronise their threads by busy-waiting, so when
+the threads cannot all run at once each convolution backward can cost a scheduler time slice
+(measured here: 1 s instead of 13 ms for one 3x3 convolution, two threads on one core).
+
 Example:
-  python benchmarks/bench_step.py --steps 10 --warmup 3 --json benchmarks/results/bench_step.json
+  OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_step.py --steps 10 --warmup 3 --json benchmarks/results/bench_step.json
   python benchmarks/bench_step.py --quick          # tiny models, seconds (the smoke test)
 """
 

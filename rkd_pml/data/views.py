@@ -88,7 +88,10 @@ class View:
             raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans}")
         if self.interpolation == "random":
             raise ValueError("interpolation 'random' cannot be replayed; choose e.g. 'bilinear' or 'bicubic'")
-        str_to_interp_mode(self.interpolation)  # fails early on an unknown name
+        try:
+            str_to_interp_mode(self.interpolation)
+        except KeyError:
+            raise ValueError(f"unknown interpolation {self.interpolation!r} (timm names: bilinear, bicubic, ...)") from None
         if self.kind == "none" and self.eval_transform is None:
             raise ValueError("a 'none' view needs eval_transform (the test transform)")
 

@@ -128,6 +128,8 @@ def test_apply_refuses_params_of_another_image():
         view.apply(_image(30, 30), [0, 0, 10])
     with pytest.raises(ValueError, match="random"):
         View("random_resized_crop", (24, 24), interpolation="random")
+    with pytest.raises(ValueError, match="unknown interpolation"):
+        View("paper", (24, 24), interpolation="sideways")
 
 
 def test_draws_are_spread_over_the_image():
