@@ -200,12 +200,12 @@ def _run(args: argparse.Namespace) -> int:
 def _one_line(exc: BaseException, settings: Sequence[str] = ()) -> str:
     """The error on one line; a setting named as the subject of a sentence ("lr must be ...")
     is named by its flag ("--lr must be ...")."""
-    text = " ".join(str(exc).split())
-    if isinstance(exc, KeyError):
-        text = f"missing key {text}"
+    from .files import one_line
+
+    text = f"missing key {one_line(exc)}" if isinstance(exc, KeyError) else one_line(exc, limit=2000)
     for name in sorted(settings, key=len, reverse=True):
         text = re.sub(rf"(?<![\w./-]){name}(?= must| \(|=)", "--" + name.replace("_", "-"), text)
-    return _rank_prefix() + (text or type(exc).__name__)
+    return _rank_prefix() + text
 
 
 def _torchrun_rank() -> int:

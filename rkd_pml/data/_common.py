@@ -46,7 +46,7 @@ class LoadOptions:
     """How a loader builds its splits (see :func:`rkd_pml.data.load_dataset` for each field)."""
 
     image_size: int | tuple[int, int] | None = None
-    train_transform: str = "random_resized_crop"
+    train_transform: str = "paper"
     in_chans: int | None = None
     data_config: Mapping[str, Any] | None = None
     test_transform: str | None = None

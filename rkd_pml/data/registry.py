@@ -48,7 +48,7 @@ def load_dataset(
     name: str,
     root: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
-    train_transform: str = "random_resized_crop",
+    train_transform: str = "paper",
     in_chans: int | None = None,
     data_config: Mapping[str, Any] | None = None,
     test_transform: str | None = None,
@@ -64,7 +64,7 @@ def load_dataset(
         root: the data's folder (or Omniglot's .zip); unused by "digits".
         image_size: output size S; default: ``data_config``'s input size, else the data set's
             default (32 for digits and omniglot, 224 otherwise).
-        train_transform: "random_resized_crop", "paper" or "none" (see :mod:`.transforms`).
+        train_transform: "paper" (the RKD recipe; the default, as in the training configs), "random_resized_crop" or "none" (see :mod:`.transforms`).
         in_chans: 3 (RGB) or 1 (grey); default: ``data_config``'s channels, else 3.
         data_config: a model's ``data_config`` (interpolation, crop_pct, input size).
         test_transform: "paper" (resize to S*256/224, centre crop) or "timm" (timm's eval

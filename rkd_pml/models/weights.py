@@ -25,6 +25,8 @@ from typing import Any, Union
 import timm
 from torch import nn
 
+from ..files import one_line
+
 PretrainedArg = Union[bool, str, "os.PathLike[str]"]
 
 #: Seconds allowed to open a TCP connection to the weights' host before giving up.
@@ -83,7 +85,7 @@ def create_from_file(model_name: str, path: Path, **kwargs: Any) -> nn.Module:
         )
     except Exception as exc:  # corrupt file, shape mismatch: name the file
         raise PretrainedWeightsError(
-            f"{path}: cannot load it as weights of timm model {model_name!r}: {_one_line(exc)}"
+            f"{path}: cannot load it as weights of timm model {model_name!r}: {one_line(exc)}"
         ) from exc
     _check_keys(path, model_name, backbone)
     return backbone
@@ -136,7 +138,7 @@ def _create_from_hub(model_name: str, kwargs: dict) -> nn.Module:
         return timm.create_model(model_name, pretrained=True, **kwargs)
     except OSError as exc:
         raise PretrainedWeightsError(
-            f"cannot download weights for {model_name!r}: {_one_line(exc)}; {hint}"
+            f"cannot download weights for {model_name!r}: {one_line(exc)}; {hint}"
         ) from exc
 
 
@@ -198,8 +200,3 @@ def _reachable(host: tuple[str, int], timeout: float = PROBE_TIMEOUT_S) -> bool:
     thread.start()
     thread.join(timeout)
     return bool(result and result[0])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

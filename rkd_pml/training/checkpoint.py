@@ -4,7 +4,7 @@ A checkpoint is a ``torch.save`` file holding only tensors and plain Python cont
 loads with ``torch.load(weights_only=True)``: loading never runs code from the file. Files are
 written with :func:`rkd_pml.files.atomic_write` (a temporary name in the same directory,
 flushed to disk and renamed over the target), so a crash leaves either the old file or the
-new one, never a partial one. ``atomic_write`` and ``atomic_write_text`` are re-exported here.
+new one, never a partial one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import WriteError, atomic_write, atomic_write_text  # noqa: F401  (re-exported)
+from ..files import WriteError, atomic_write
 
 FORMAT = "rkd-pml-checkpoint"
 VERSION = 1

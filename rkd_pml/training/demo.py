@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..distributed.session import distributed_session
@@ -55,6 +56,10 @@ def demo(out: str = "runs/demo", overwrite: bool = False, device: str = "auto", 
 
 def _demo(out: str, overwrite: bool, device: str, seed: int, progress: bool, s: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
+    if not overwrite and Path(out).is_dir() and any(Path(out).iterdir()):
+        # the demo cannot resume: its message names only what the demo has
+        raise FileExistsError(f"output directory {out} already exists: pass --overwrite to replace the demo in it, "
+                              "or choose another --out")
     with RunDir.create(out, overwrite=overwrite) as run:
         run.write_config({"job": "demo", "seed": seed, "device": device, **s})
         # digits has 5 training classes: too few for a validation split, so the epoch is

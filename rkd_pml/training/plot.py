@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 
 def _curve(records: Sequence[Mapping[str, Any]], split: str, key: str) -> tuple[list[int], list[float]]:

@@ -89,3 +89,24 @@ def test_a_flag_value_of_the_wrong_type_names_the_flag(capsys):
     with pytest.raises(SystemExit):
         main(["distill", "--lr", "fast"])
     assert "--lr" in capsys.readouterr().err
+
+
+def test_the_cli_and_load_dataset_agree_on_the_default_training_transform():
+    import inspect
+
+    from rkd_pml.data import LoadOptions, load_dataset
+
+    default = DistillConfig().train_transform
+    assert inspect.signature(load_dataset).parameters["train_transform"].default == default
+    assert LoadOptions().train_transform == default == TeacherConfig().train_transform
+
+
+def test_the_demo_suggests_only_flags_it_has(tmp_path, capsys):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"])
+    err = capsys.readouterr().err
+    demo_flags = {a for p in [build_parser()] for a in _subparser("demo")._option_string_actions}
+    suggested = {w.strip(",.;:") for w in err.split() if w.startswith("--")}
+    assert suggested and suggested <= demo_flags, suggested

@@ -20,7 +20,7 @@ def test_splits_and_labels():
 
 def test_pixels_are_the_digits_scaled_to_unit_range():
     bunch = sklearn_digits()
-    _, test = load_dataset("digits", image_size=8, in_chans=1, data_config={"crop_pct": 1.0})
+    _, test = load_dataset("digits", image_size=8, in_chans=1, data_config={"crop_pct": 1.0}, test_transform="timm")
     index = 7
     image, _ = test[index]
     original = bunch.images[bunch.target >= 5][index] / 16.0
