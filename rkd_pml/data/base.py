@@ -69,6 +69,14 @@ class ImageDataset(Dataset):
             image = self.transform(image)
         return image, int(self.labels[index])
 
+    def check_images(self, progress: bool = False) -> None:
+        """Decode every image once (no transform): a corrupt or missing file is a one-line error
+        naming it now, not when training reaches it."""
+        from tqdm.auto import tqdm
+
+        for sample in tqdm(self.samples, desc=f"checking {self.name or 'images'}", disable=not progress, leave=False):
+            self.reader(sample)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -103,6 +103,8 @@ class TrainConfig:
     resume: bool = setting(False, "continue the interrupted run in --out from its last checkpoint (its saved settings are reused)", runtime=True)
     overwrite: bool = setting(False, "replace an existing run of this package in --out", runtime=True)
     progress: bool = setting(True, "progress bars", runtime=True)
+    check_images: bool = setting(True, "decode every image once before the run starts (turn off for very large "
+                                 "data sets: a corrupt image then stops the run when it is first read)", runtime=True)
     keep_checkpoints: bool = setting(True, "keep checkpoints/ when the run has ended (without: the model directory "
                                      "holds the best weights; the run cannot be resumed or extended)", runtime=True)
     tensorboard: bool = setting(False, "also write the logged scalars for TensorBoard (needs the tensorboard package)", runtime=True)

@@ -82,6 +82,9 @@ def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConf
             raise ValueError(f"every class of the {split} split of {cfg.dataset} has a single image: Recall@K is undefined")
     cfg = resolve_m_per_class(cfg, train_set.labels)
     check_class_balance(train_set.labels, cfg.batch_size, cfg.m_per_class)
+    if cfg.check_images:
+        for data in (train_set, *eval_sets.values()):
+            data.check_images(progress=cfg.progress)
     return train_set, eval_sets, cfg
 
 

@@ -158,3 +158,12 @@ def test_batch_of_one_and_diverged_models_are_clear_errors(tmp_path, tiny):
     data = [(torch.ones(4), 0), (torch.ones(4), 1)]
     with pytest.raises(FloatingPointError, match="non-finite embeddings"):
         embed(model, data, progress=False)
+
+
+def test_a_corrupt_image_is_found_before_the_run(tmp_path, tiny):
+    root = image_folder(tmp_path / "imgs", classes=4)
+    (root / "class03" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match=r"class03/2\.png: not a readable image"):
+        train_teacher(model="resnet10t", embedding_dim=4, root=str(root), out=str(tmp_path / "t"),
+                      **{**tiny, "dataset": "folder", "batch_size": 4, "m_per_class": 2})
+    assert not (tmp_path / "t").exists()
