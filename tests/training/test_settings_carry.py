@@ -167,3 +167,16 @@ def test_a_corrupt_image_is_found_before_the_run(tmp_path, tiny):
         train_teacher(model="resnet10t", embedding_dim=4, root=str(root), out=str(tmp_path / "t"),
                       **{**tiny, "dataset": "folder", "batch_size": 4, "m_per_class": 2})
     assert not (tmp_path / "t").exists()
+
+
+def test_tensorboard_gets_the_logged_scalars(teacher_dir, tmp_path, tiny):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    distill(teacher=teacher_dir, student="resnet10t", embedding_dim=4, tensorboard=True, out=str(tmp_path / "s"), **tiny)
+    events = EventAccumulator(str(tmp_path / "s" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/rkd_distance", "loss/rkd_angle", "loss/loss", "lr", "step_seconds", "test/recall@1"} <= tags
+    record = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[0])
+    assert events.Scalars("loss/rkd_angle")[0].value == pytest.approx(record["rkd_angle"], rel=1e-6)
