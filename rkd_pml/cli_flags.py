@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any
 
-from .training.settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, check_value, choices_of, field_types
+from .training.settings import CLI, FLAGS, HELP, METAVAR, SHOWN, check_value, choices_of, field_types
 
 
 def _int(text: str) -> int:
@@ -45,7 +46,7 @@ def flag_of(cls: type, f: dataclasses.Field) -> list[str]:
 
 def _base_type(tp: Any) -> Any:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) and len(args) == 1 else tp
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
 
 
 def _shown(value: Any) -> str:
@@ -60,12 +61,12 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
     Defaults are not put in the namespace (``argparse.SUPPRESS``): only the flags given reach
     it, so they override a config file or a saved run. ``--help`` shows each default once.
     """
-    types = field_types(cls)
+    hints = field_types(cls)
     group = parser.add_argument_group(f"{cls.job} settings (defaults: the {cls.__name__} dataclass)")
     for f in dataclasses.fields(cls):
         if not f.metadata.get(CLI, True) or f.name in skip:
             continue
-        tp = _base_type(types[f.name])
+        tp = _base_type(hints[f.name])
         shown = f.metadata.get(SHOWN) or (None if f.default is None else _shown(f.default))
         help_text = f.metadata.get(HELP, "") + (f" (default: {shown})" if shown is not None else "")
         kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
@@ -108,9 +109,9 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 def apply_flags(config: Any, given: dict[str, Any]) -> Any:
     """``config`` with the settings given on the command line (type-checked like a file's)."""
-    types = field_types(type(config))
+    hints = field_types(type(config))
     fields = {f.name: f for f in dataclasses.fields(config)}
-    changes = {name: check_value("--" + name.replace("_", "-"), value, types[name], choices_of(fields[name]))
+    changes = {name: check_value("--" + name.replace("_", "-"), value, hints[name], choices_of(fields[name]))
                for name, value in given.items()}
     return dataclasses.replace(config, **changes)
 
