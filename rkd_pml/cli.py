@@ -86,22 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_runtime(p, threads_default=1)
 
-    for command, cls in _job_classes().items():
-        p = sub.add_parser(command, help=(cls.__doc__ or "").splitlines()[0], description=cls.__doc__)
+    from .training.cache_job import TeacherCacheConfig
+
+    cache_help = ("run a teacher once over K augmented views of the training images",
+                  "Run a saved teacher once over K augmented views of every training image and store, per view, its "
+                  "embedding and the augmentation's parameters (safetensors + a JSON manifest); 'rkd-pml distill "
+                  "--teacher-cache DIR' then never runs the teacher and shows the student exactly the view each "
+                  "embedding was computed on.")
+    settings_commands = {command: (cls, (cls.__doc__ or "").splitlines()[0], cls.__doc__)
+                         for command, cls in _job_classes().items()}
+    settings_commands["teacher-cache"] = (TeacherCacheConfig, *cache_help)
+    for command, (cls, help_text, description) in settings_commands.items():
+        p = sub.add_parser(command, help=help_text, description=description)
         p.add_argument("--config", metavar="FILE", help="settings from a JSON (or YAML) file; flags override them")
         add_config_flags(p, cls)
         _add_runtime(p)
-
-    from .training.cache_job import TeacherCacheConfig
-
-    p = sub.add_parser("teacher-cache", help="run a teacher once over K augmented views of the training images",
-                       description="Run a saved teacher once over K augmented views of every training image and store, "
-                                   "per view, its embedding and the augmentation's parameters (safetensors + a JSON "
-                                   "manifest); 'rkd-pml distill --teacher-cache DIR' then never runs the teacher and shows "
-                                   "the student exactly the view each embedding was computed on.")
-    p.add_argument("--config", metavar="FILE", help="settings from a JSON (or YAML) file; flags override them")
-    add_config_flags(p, TeacherCacheConfig)
-    _add_runtime(p)
 
     p = sub.add_parser("evaluate", help="Recall@K of a saved model (or of each model of a demo's runs)",
                        description="Embed the test split (classes unseen in training) with a saved model and report "
