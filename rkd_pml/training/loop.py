@@ -7,7 +7,7 @@ One step (:func:`train_step`)::
         embeddings = model(images)           # the model normalises its own input
         teacher_emb = teacher(images)        # distillation only (or read from a teacher cache)
     loss, parts = objective(embeddings.float(), labels, teacher_emb.float())
-    scaler.scale(loss).backward(); scaler.step(optimizer)
+    scaler.scale(loss).backward(); scaler.step(optimizer)   # skipped when a gradient is not finite
 
 and after each epoch (:func:`end_of_epoch`): learning-rate step, Recall@K on the validation
 and test splits, one line in metrics.jsonl (every loss term, the learning rate, the step time),
@@ -43,7 +43,9 @@ from .logs import EpochLog, log
 from .objective import Objective
 from .run_dir import RunDir, is_main_process
 from .signals import TrainingInterrupted, clear_stop, stop_requested
-from .speed import autocast, make_scaler, prepare_forward, to_input
+from .speed import autocast, gradients_are_finite, make_scaler, prepare_forward, to_input
+
+MAX_SKIPPED_IN_A_ROW = 5  # non-finite gradients this many steps running: the run has diverged
 
 
 @dataclass
@@ -74,6 +76,8 @@ class LoopState:
     loss_count: int = 0
     train_seconds: float = 0.0
     step_seconds: float = 0.0
+    skipped_steps: int = 0  # in epoch ``epoch + 1``: optimizer steps skipped for non-finite gradients
+    skipped_in_a_row: int = 0
 
 
 @dataclass
@@ -138,8 +142,10 @@ def evaluate_splits(setup: TrainingSetup) -> dict[str, dict[str, float]]:
     return results
 
 
-def train_step(setup: TrainingSetup, runner: Runner, images, labels, cached_teacher=None) -> dict[str, float]:
-    """One optimisation step on a batch; returns the logged parts (each loss term, ``loss``)."""
+def train_step(setup: TrainingSetup, runner: Runner, images, labels, cached_teacher=None) -> tuple[dict[str, float], bool]:
+    """One optimisation step on a batch; returns the logged parts (each loss term, ``loss``) and
+    whether the optimizer stepped (False: a gradient was not finite and the step was skipped;
+    with fp16 the gradient scaler makes that choice itself)."""
     cfg, device = setup.cfg, setup.device
     images = to_input(images, device, cfg.channels_last)
     labels = labels.to(device, non_blocking=True)
@@ -154,10 +160,13 @@ def train_step(setup: TrainingSetup, runner: Runner, images, labels, cached_teac
     setup.optimizer.zero_grad(set_to_none=True)
     runner.scaler.scale(loss).backward()
     if runner.world_size > 1:
-        runner.objective.reduce_gradients()
+        runner.objective.reduce_gradients()  # every rank holds the same gradients: the same choice
+    if not runner.scaler.is_enabled() and not gradients_are_finite(setup.optimizer):
+        setup.optimizer.zero_grad(set_to_none=True)
+        return parts, False
     runner.scaler.step(setup.optimizer)
     runner.scaler.update()
-    return parts
+    return parts, True
 
 
 def end_of_epoch(setup: TrainingSetup, runner: Runner, state: LoopState, epoch: int, epoch_lr: float, logger: EpochLog) -> None:
@@ -171,6 +180,11 @@ def end_of_epoch(setup: TrainingSetup, runner: Runner, state: LoopState, epoch: 
         "step_seconds": round(state.step_seconds / max(state.loss_count, 1), 4),
         "train_seconds": round(state.train_seconds, 3),
     }
+    if state.skipped_steps:
+        record["skipped_steps"] = state.skipped_steps
+        if main:
+            log(f"[{setup.name}] epoch {epoch}: {state.skipped_steps} of {state.loss_count} optimizer steps skipped "
+                f"(non-finite gradients from a finite loss)")
     improved = False
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
         metrics = evaluate_splits(setup) if main else None
@@ -182,6 +196,7 @@ def end_of_epoch(setup: TrainingSetup, runner: Runner, state: LoopState, epoch: 
         if score > state.best_metric:
             state.best_metric, state.best_epoch, improved = score, epoch, True
     state.epoch, state.iteration, state.loss_sums, state.loss_count, state.step_seconds = epoch, 0, {}, 0, 0.0
+    state.skipped_steps = 0
     ckpt = _checkpoint_state(setup, runner, state)
     if main:
         if improved:  # the best checkpoint: the weights only
@@ -248,8 +263,13 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
                    desc=f"{setup.name} epoch {epoch}/{cfg.epochs}", disable=not (cfg.progress and is_main_process()))
         for batch in bar:
             step_started = time.perf_counter()
-            parts = train_step(setup, runner, *batch)
+            parts, stepped = train_step(setup, runner, *batch)
             state.step_seconds += time.perf_counter() - step_started
+            state.skipped_in_a_row = 0 if stepped else state.skipped_in_a_row + 1
+            state.skipped_steps += not stepped
+            if state.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                raise FloatingPointError(f"non-finite gradients in {state.skipped_in_a_row} steps in a row (epoch {epoch}, "
+                                         f"step {state.iteration + 1}): the model diverged; lower --lr or use --precision fp32")
             state.iteration += 1
             state.loss_count += 1
             for k, v in parts.items():

@@ -8,6 +8,10 @@
   fails to compile falls back to eager once, with one warning, and stays eager.
 
 Checked before a run starts: :func:`check_precision` refuses what the device cannot do.
+Checked at every step: :func:`gradients_are_finite`. A finite loss can still give non-finite
+gradients (bf16 convolution backward kernels on some CPUs return an infinite or NaN weight
+gradient now and then, and recomputing the same step gives finite ones); the loop then skips
+that optimizer step, as a gradient scaler does for fp16, instead of writing NaN into the weights.
 """
 
 from __future__ import annotations
@@ -41,6 +45,15 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def gradients_are_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """True when every gradient of ``optimizer``'s parameters is finite (one device sync)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return True
+    largest = torch.stack([torch.linalg.vector_norm(g.detach(), ord=float("inf")).float() for g in grads])
+    return bool(torch.isfinite(largest).all())
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
