@@ -29,7 +29,7 @@ from reproduction.cli import DEFAULT_OUT  # noqa: E402
 from reproduction.curves import BUDGET_RULES, PLATEAU_POINTS, PLATEAU_SMOOTH  # noqa: E402
 from reproduction.curves_report import render_curves  # noqa: E402
 from reproduction.results_report import render_report  # noqa: E402
-from reproduction.study_dir import REPORT_MD, REPORT_PNG, STUDY  # noqa: E402
+from reproduction.study_dir import CURVES_MD, CURVES_PNG, REPORT_MD, REPORT_PNG, STUDY  # noqa: E402
 
 __all__ = ["main", "render_curves", "render_report"]
 
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=DEFAULT_OUT, help="study (or curves) directory")
     p.add_argument("--docs", default=None, metavar="DIR",
-                   help=f"write {REPORT_MD} and its figures into DIR (default: the study directory)")
+                   help=f"write {REPORT_MD} and its figures (a curves directory: {CURVES_MD} and {CURVES_PNG}) into DIR "
+                        "(default: the study directory)")
     p.add_argument("--md", default=None, help=f"report path (default DOCS/{REPORT_MD})")
     p.add_argument("--png", default=None, help=f"figure path (default DOCS/{REPORT_PNG})")
     p.add_argument("--budget-rule", choices=BUDGET_RULES, default="first-drop", help="curves only")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     study = json.loads((out / STUDY).read_text())
     if study.get("mode") == "curves":
-        budgets = render_curves(out, args.budget_rule, args.plateau_points, args.plateau_smooth)
+        budgets = render_curves(out, args.budget_rule, args.plateau_points, args.plateau_smooth, args.docs)
         print(json.dumps({k: budgets[k] for k in ("teacher_iterations", "iterations", "self_iterations", "complete")}))
         return 0
     docs = Path(args.docs) if args.docs else out

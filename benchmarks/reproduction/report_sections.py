@@ -151,10 +151,14 @@ def caveats(recipe: Recipe, idx: Index, quality: dict[str, dict[str, Any]], sour
                    "losses that learn fast over losses that learn well.")
     elif source.get("kind") == "curves":
         per_run = (curve_budgets or {}).get("per_run") or {}
-        capped = [k for k, p in per_run.items() if p.get("capped") or not p.get("converged")]
+        rising = [k for k, p in per_run.items() if not p.get("converged")]
+        capped = [k for k, p in per_run.items() if p.get("capped") and p.get("converged")]
         out.append(f"Budget: {scratch}, chosen where the curves stopped improving"
-                   + (f"; the curves of {', '.join(capped)} had not plateaued within their budget, so those budgets are a "
-                      "lower bound" if capped else "")
+                   + (f"; the curves of {', '.join(rising)} had not plateaued within their length, so those budgets are a "
+                      "lower bound" if rising else "")
+                   + (f"; the budgets of {', '.join(capped)} were capped at the curves' length, so their first "
+                      "learning-rate drop comes before the iteration where their constant-rate curve levelled off"
+                      if capped else "")
                    + (f". {students['last_val']} of {students['runs']} student runs have their best validation Recall@1 at "
                       "the last evaluation." if students else "."))
     else:

@@ -262,6 +262,10 @@ def test_plateau_rule_and_budgets(reproduce, tmp_path):
     assert budgets["students_by_method"]["rkd-da"] > budgets["students_by_method"]["triplet"]
     assert budgets["iterations"] == budgets["students_by_method"]["rkd-da"] and 1600 <= budgets["iterations"] <= 1800
     assert budgets["self_iterations"] == 2 * budgets["teacher_iterations"]
+    docs = tmp_path / "docs"
+    assert _load("report").main(["--out", str(out), "--docs", str(docs), "--plateau-smooth", "1"]) == 0
+    assert (docs / "curves.png").stat().st_size > 0 and f"Records: `{out}`" in (docs / "CURVES.md").read_text()
+    assert not (docs / "budgets.json").exists() and (out / "budgets.json").is_file()
 
     args = reproduce.build_parser().parse_args(["--dataset", "digits", "--budgets", str(out / "budgets.json")])
     recipe, source = reproduce.recipe_from_args(args)
