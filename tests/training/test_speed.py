@@ -1,5 +1,6 @@
 """Mixed precision, channels-last and compiled models in the training jobs."""
 
+import json
 import warnings
 
 import pytest
@@ -24,24 +25,35 @@ def test_fp16_on_cpu_is_refused_before_anything_is_written(teacher_dir, tmp_path
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_channels_last_resume(teacher_dir, tmp_path, tiny, precision):
     # fp32: the resumed run ends with exactly the weights of the uninterrupted one. bf16 autocast
-    # on this CPU build is not bitwise repeatable run to run (two identical runs differ from their
-    # second optimizer step on), so there the resumed run must only be as close as a rerun is.
+    # on this CPU build is not bitwise repeatable run to run (two identical runs can differ from
+    # their second optimizer step on, and a step can be skipped for a non-finite gradient), so
+    # there the bookkeeping must match and the weights must be far closer to the uninterrupted
+    # run's than epoch 2 moved them.
     settings = dict(teacher=teacher_dir, student="resnet10t", embedding_dim=4, precision=precision,
                     channels_last=True, **{**tiny, "lr_milestones": (1,)})
     distill(out=str(tmp_path / "straight"), **{**settings, "epochs": 2})
     distill(out=str(tmp_path / "resumed"), **{**settings, "epochs": 1})
+    after_epoch_1 = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
     distill(out=str(tmp_path / "resumed"), resume=True, **{**settings, "epochs": 2})
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert a["scaler"] == b["scaler"] and a["loop"]["epoch"] == b["loop"]["epoch"] == 2
+    assert a["scheduler"] == b["scheduler"]
     if precision == "fp32":
         _same_weights(a["model"], b["model"])
-    else:
-        distill(out=str(tmp_path / "rerun"), **{**settings, "epochs": 2})
-        c = load_checkpoint(tmp_path / "rerun" / "checkpoints" / "last.pt")
-        rerun = max(float((a["model"][k].float() - c["model"][k].float()).abs().max()) for k in a["model"])
-        resumed = max(float((a["model"][k].float() - b["model"][k].float()).abs().max()) for k in a["model"])
-        assert resumed <= 10 * rerun + 1e-6
+        return
+    steps = [{float(s["step"]) for s in c["optimizer"]["state"].values()} for c in (a, b)]
+    assert all(len(s) == 1 and s <= {5.0, 6.0} for s in steps)  # 6 steps, a skipped one at most
+
+    def largest(x, y):
+        return max(float((x[k].float() - y[k].float()).abs().max()) for k in x if x[k].is_floating_point())
+
+    moved = largest(a["model"], after_epoch_1)
+    assert moved > 0
+    skipped = [r.get("skipped_steps", 0) for run in ("straight", "resumed")
+               for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
+    if not any(skipped):  # a skipped step makes the two runs different trainings
+        assert largest(a["model"], b["model"]) <= 0.5 * moved
 
 
 def test_bf16_changes_the_arithmetic_but_trains(teacher_dir, tmp_path, tiny):
