@@ -11,6 +11,8 @@ from .run_dir import is_main_process
 
 #: keys of a metrics record that are not scalars to chart
 NOT_SCALARS = ("epoch",)
+#: A record's numbers that are not loss terms.
+BOOKKEEPING = ("lr", "step_seconds", "train_seconds", "skipped_steps")
 
 
 def log(message: str) -> None:
@@ -36,7 +38,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, dict):
             out.update({f"{key}/{k}": float(v) for k, v in value.items() if isinstance(v, (int, float))})
         elif isinstance(value, (int, float)):
-            out[key if key in ("lr", "step_seconds", "train_seconds", "skipped_steps") else f"loss/{key}"] = float(value)
+            out[key if key in BOOKKEEPING else f"loss/{key}"] = float(value)
     return out
 
 
@@ -62,7 +64,7 @@ class EpochLog:
                 self.writer.add_scalar(name, value, record["epoch"])
             self.writer.flush()
         plot_recall({setup.name: self.history}, setup.run.plot_path, title=f"{setup.name}: Recall@1 per epoch")
-        terms = " ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "lr", "step_seconds", "train_seconds", "skipped_steps") and isinstance(v, float))
+        terms = " ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in (*NOT_SCALARS, *BOOKKEEPING) and isinstance(v, float))
         summary = format_metrics({k: record[k] for k in setup.eval_sets if k in record}, cfg.recall_ks)
         log(f"[{setup.name}] epoch {record['epoch']}/{cfg.epochs} {terms} lr {record['lr']:.1e} | "
             f"{summary or 'no evaluation'} | {record['train_seconds']:.1f}s{' *' if improved else ''}")

@@ -1,4 +1,4 @@
-"""Smoke tests of the reproduction study (benchmarks/reproduce.py, study_plan.py, report.py) at tiny size.
+"""Smoke tests of the reproduction study (benchmarks/reproduce.py, report.py and their package benchmarks/reproduction) at tiny size.
 
 The studies run on a tiny Omniglot-layout zip written by the test (16 characters of 6 drawings,
 16 px) with a few iterations, one seed and one embedding size; the tests check the records, the
@@ -234,7 +234,7 @@ def test_schedules_self_distillation_and_combined_losses(reproduce, tmp_path):
 
 
 def test_plateau_rule_and_budgets(reproduce, tmp_path):
-    import study_plan
+    from reproduction import curves as study_plan
 
     its = list(range(100, 4100, 100))
     rising = [[i, min(0.9, 0.5 + 0.4 * i / 1500), 0.5] for i in its]  # flat from 1500 on
