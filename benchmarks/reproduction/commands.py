@@ -106,7 +106,10 @@ def dry_run(args: argparse.Namespace, recipe: Recipe, source: dict[str, Any], gr
 def main(argv: list[str] | None = None, script: str = str(REPO / "benchmarks" / "reproduce.py")) -> int:
     """Run the command ``argv`` (default: this process's arguments) of the entry script ``script``
     (the study records the command as ``python <script> <arguments>``); return its exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list and not args.dry_run:
+        parser.error("--list lists the runs of --dry-run: add --dry-run (without it the study would train)")
     if args.command is None:
         shown = ["python", os.path.relpath(script, Path.cwd()) if Path(script).is_absolute() else script,
                  *(sys.argv[1:] if argv is None else argv)]

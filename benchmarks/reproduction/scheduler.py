@@ -3,7 +3,9 @@
 Workers are spawned processes (``--workers N``) or, with one worker, this process. A student
 starts once its teacher is recorded; a failed run is logged and does not stop the others (the
 students of a failed teacher are dropped); SIGTERM and Ctrl-C leave the finished runs recorded
-and the session's wall time in study.json. The report is re-rendered every ``--render-every``
+and the session's wall time in study.json (SIGTERM is passed on to the workers, so the command ends at
+once; their runs continue from their last epoch checkpoint in the next command). One command trains in a directory at a
+time (:func:`lock_study`). The report is re-rendered every ``--render-every``
 recorded runs and at the end.
 """
 
@@ -26,7 +28,8 @@ from .formatting import fmt_duration
 from .plan import Job
 from .recipe import Recipe
 from .rendering import render
-from .study_dir import STUDY, append_record, data_info, machine_info, now, open_study, read_records, write_json_atomic
+from .study_dir import (STUDY, append_record, data_info, lock_study, machine_info, now, open_study, read_records,
+                        write_json_atomic)
 from .worker import init_worker, run_job
 
 
@@ -57,7 +60,19 @@ def run_study(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: Pa
 
     ``meta``: what this session chose (mode, grid, budgets' source), kept in study.json;
     ``render_fn(args, out, quiet=False)`` renders the report (default: the study's report)."""
-    render_fn = render_fn or render
+    with lock_study(out):
+        return _run_locked(args, recipe, jobs, Path(out), meta, render_fn or render, cost)
+
+
+def _stop_workers_and_exit(*_: Any) -> None:
+    """SIGTERM: stop the worker processes (their runs keep their epoch checkpoints), then leave (status 143)."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    sys.exit(143)
+
+
+def _run_locked(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: Path,
+                meta: dict[str, Any] | None, render_fn: Callable[..., None], cost: CostModel | None) -> int:
     study = open_study(out, recipe, meta)
     for key, value in (meta or {}).items():  # what this session chose (a later session may extend the grid)
         if key != "mode":
@@ -126,7 +141,7 @@ def run_study(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: Pa
 
     previous_sigterm = None
     if threading.current_thread() is threading.main_thread():  # SIGTERM: record the session's wall time
-        previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        previous_sigterm = signal.signal(signal.SIGTERM, _stop_workers_and_exit)
     try:
         while pending or running:
             while len(running) < workers:

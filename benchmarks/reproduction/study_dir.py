@@ -15,9 +15,14 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .recipe import Recipe
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
 
 RECORDS = "records.jsonl"
 STUDY = "study.json"
@@ -32,6 +37,8 @@ REPORT_CURVES_PNG = "results_curves.png"
 #: a curves directory's figure and page
 CURVES_PNG = "curves.png"
 CURVES_MD = "CURVES.md"
+#: held (flock) by the command training in a study directory
+LOCK = "study.lock"
 
 
 def now() -> str:
@@ -163,8 +170,37 @@ def open_study(out: Path, recipe: Recipe, meta: dict[str, Any] | None = None) ->
     write_json_atomic(path, study)
     ignore = out / ".gitignore"
     if not ignore.exists():  # the run directories and logs stay out of version control; records and report do not
-        ignore.write_text("runs/\nlogs/\n")
+        ignore.write_text(f"runs/\nlogs/\n{LOCK}\n")
     return study
+
+
+@contextlib.contextmanager
+def lock_study(out: Path) -> Iterator[None]:
+    """Hold the study directory ``out`` for one training command; refuse a second one at once.
+
+    Two commands in one directory would train the same runs side by side and write their records
+    twice. The lock is the kernel's (flock), so a command that died leaves nothing to clean up."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    with open(out / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise SystemExit(f"{out} is in use by another study command ({holder}): wait for it to end, "
+                             "stop it (its finished runs stay recorded), or choose another --out") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} since {now()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_study(out: Path) -> dict[str, Any] | None:

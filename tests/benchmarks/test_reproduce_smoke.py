@@ -283,3 +283,59 @@ def test_the_first_studys_report_still_renders(tmp_path):
     assert "Status: complete: all 151 planned runs recorded." in text
     assert "every student trains 120 iterations" in text and "RKD-DA + FitNet" not in text
     assert not (study / "RESULTS.md").exists()
+
+
+def test_a_second_command_in_a_busy_study_directory_is_refused(reproduce, tiny_zip, tmp_path):
+    from reproduction.study_dir import lock_study
+
+    out = tmp_path / "study"
+    argv = ["--quick", "--root", str(tiny_zip), "--image-size", "16", "--out", str(out), "--seeds", "0",
+            "--sizes", "8", "--methods", "triplet", "--iterations", "2", "--eval-every", "2",
+            "--teacher-iterations", "2", "--teacher-eval-every", "2", "--batch-size", "16", "--workers", "1",
+            "--render-every", "0"]
+    with lock_study(out):
+        with pytest.raises(SystemExit, match="in use by another study command .pid"):
+            reproduce.main(argv)
+    assert not (out / "runs").exists()  # refused before any training
+    assert reproduce.main(argv) == 0  # the lock is gone with its holder
+    assert (out / "records.jsonl").is_file()
+    assert "study.lock" in (out / ".gitignore").read_text().split()
+
+
+def test_list_without_dry_run_is_refused(reproduce, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main(["--quick", "--out", str(tmp_path / "s"), "--list"])
+    assert exc.value.code == 2
+    assert "--list" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def _sleep_until_terminated(flag: str) -> None:
+    import signal as _signal
+    import time as _time
+
+    def on_term(*_):
+        Path(flag).write_text("terminated")
+        raise SystemExit(0)
+
+    _signal.signal(_signal.SIGTERM, on_term)
+    _time.sleep(60)
+
+
+def test_sigterm_stops_the_workers_too(tmp_path):
+    import multiprocessing
+    import time
+
+    from reproduction.scheduler import _stop_workers_and_exit
+
+    flag = tmp_path / "flag"
+    child = multiprocessing.get_context("fork").Process(target=_sleep_until_terminated, args=(str(flag),))
+    child.start()
+    time.sleep(0.5)  # let it install its handler
+    t0 = time.time()
+    with pytest.raises(SystemExit) as exc:
+        _stop_workers_and_exit()
+    child.join(10)
+    assert exc.value.code == 143
+    assert not child.is_alive() and time.time() - t0 < 10
+    assert flag.read_text() == "terminated"
