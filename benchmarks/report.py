@@ -7,7 +7,8 @@ written by ``benchmarks/reproduce.py`` (and, for budgets chosen from curves, the
 are the ones that ran; nothing is typed in by hand. By default the report goes into the study
 directory; ``--docs DIR`` writes it (``RESULTS.md`` and its figures) into DIR instead::
 
-    python benchmarks/report.py --out benchmarks/results/reproduce-converged --docs docs
+    python benchmarks/report.py --out benchmarks/results/reproduce-converged --docs docs \
+        --learning-speed benchmarks/results/reproduce
 
 A curves directory (``reproduce.py --curves``) renders its figure and budgets instead::
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the study directory)")
     p.add_argument("--md", default=None, help=f"report path (default DOCS/{REPORT_MD})")
     p.add_argument("--png", default=None, help=f"figure path (default DOCS/{REPORT_PNG})")
+    p.add_argument("--learning-speed", default=None, metavar="DIR",
+                   help="a shorter study of the same methods (e.g. benchmarks/results/reproduce, 120 iterations per "
+                        "student), shown as a labelled learning-speed table")
     p.add_argument("--budget-rule", choices=BUDGET_RULES, default="first-drop", help="curves only")
     p.add_argument("--plateau-points", type=float, default=PLATEAU_POINTS, help="curves only")
     p.add_argument("--plateau-smooth", type=int, default=PLATEAU_SMOOTH, help="curves only")
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = Path(args.docs) if args.docs else out
     md = Path(args.md) if args.md else docs / REPORT_MD
     png = Path(args.png) if args.png else md.parent / REPORT_PNG
-    print(render_report(out, md, png))
+    print(render_report(out, md, png, args.learning_speed))
     return 0
 
 

@@ -17,8 +17,8 @@ from types import ModuleType
 from .study_dir import BUDGETS, CURVES_PNG
 
 #: the modules of the report, in the order they import each other
-REPORT_MODULES = ("formatting", "stats", "tables", "claims", "plots", "report_sections", "results_report",
-                  "curves_report")
+REPORT_MODULES = ("formatting", "stats", "tables", "claims", "plots", "report_sections", "learning_speed",
+                  "results_report", "curves_report")
 
 
 def current_report_code(name: str) -> ModuleType:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .claims import claims, combinations
 from .formatting import display_path, fmt_duration, schedule_text
+from .learning_speed import learning_speed_section
 from .methods import METHODS
 from .plots import plot
 from .recipe import Recipe
@@ -30,6 +31,7 @@ from .report_sections import (
     teacher_schedule,
     whose_teacher,
 )
+from .selection import command_narrowing
 from .stats import PROTOCOLS, Index, fmt_diff, label, self_budget, self_label, self_vs_teacher
 from .study_dir import CURVES_PNG, REPORT_CURVES_PNG, REPORT_MD, REPORT_PNG, STUDY, read_records
 from .tables import selection_quality, table_r1, table_recall_at_k, table_selection, table_self
@@ -42,8 +44,12 @@ def load(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def render_report(out: str | os.PathLike, md_path: str | os.PathLike | None = None,
-                  png_path: str | os.PathLike | None = None) -> Path:
-    """Write the Markdown report and its figures from the study in ``out``; return the report path."""
+                  png_path: str | os.PathLike | None = None,
+                  learning_speed: str | os.PathLike | None = None) -> Path:
+    """Write the Markdown report and its figures from the study in ``out``; return the report path.
+
+    ``learning_speed``: a shorter study of the same methods, shown as a labelled learning-speed table."""
+    speed_lines = learning_speed_section(learning_speed) if learning_speed else []
     out = Path(out)
     md_path = Path(md_path) if md_path else out / REPORT_MD
     png_path = Path(png_path) if png_path else md_path.parent / REPORT_PNG
@@ -121,11 +127,15 @@ def render_report(out: str | os.PathLike, md_path: str | os.PathLike | None = No
            if recipe.precision != "fp32" else "fp32."))
     grid = study.get("grid")
     if grid:
-        est = grid.get("estimates") or {}
-        add(f"- Grid: **{grid['name']}** ({grid.get('description', '')}); chosen because {grid.get('reason', '')}"
+        first = grid.get("first") or grid
+        est = first.get("estimates") or {}
+        narrowed = [n for s in sessions if s.get("command") and (n := command_narrowing(s["command"]))]
+        add(f"- Grid: **{grid['name']}** ({grid.get('description', '')}); chosen because {first.get('reason', '')}"
             + (". Estimated before the study: "
                + ", ".join(f"{n} {e['runs']} runs / {e['hours']:.1f} h" for n, e in est.items())
-               + f" with {grid.get('workers')} worker(s)" if est else "") + ".")
+               + f" with {first.get('workers')} worker(s)" if est else "")
+            + (f"; sessions narrowed to {'; '.join(dict.fromkeys(narrowed))} to run those runs first" if narrowed
+               else "") + ".")
     add("- Two protocols: **val-selected** (test metrics at the evaluation with the best validation Recall@1; "
         "the test classes play no part in the choice) and **best-on-test** (the best test Recall@1 over the "
         "evaluations, as the official code reports).")
@@ -218,6 +228,7 @@ def render_report(out: str | os.PathLike, md_path: str | os.PathLike | None = No
         for line in combos:
             add(f"- {line}.")
     add("")
+    lines.extend(speed_lines)
     add("## Caveats")
     add("")
     for caveat in caveats(recipe, idx, quality, source, curve_budgets, facts):
@@ -240,6 +251,8 @@ def render_report(out: str | os.PathLike, md_path: str | os.PathLike | None = No
         where = "" if md_path.parent.resolve() == out.resolve() else f" --docs {display_path(md_path.parent)}"
     else:
         where = f" --md {display_path(md_path)} --png {display_path(png_path)}"
+    if learning_speed:
+        where += f" --learning-speed {display_path(Path(learning_speed))}"
     add(f"This report: `python benchmarks/report.py --out {display_path(out)}{where}`.")
     add("")
     wall = sum(float(s.get("wall_seconds", 0)) for s in sessions)

@@ -40,19 +40,23 @@ def plan_selection(recipe: Recipe, sel: dict[str, Any]) -> list[Job]:
 
 def choose_grid(args: argparse.Namespace, recipe: Recipe, cost: CostModel, workers: int,
                 study: dict[str, Any] | None) -> dict[str, Any]:
-    """The grid this command runs, with the estimates of both grids (from scratch) behind the choice."""
+    """The grid this command runs, with the estimates of both grids (from scratch) behind the choice.
+
+    ``first``: the reason and estimates of the study's first session (kept by every later one)."""
     estimates = {}
     for name in () if args.quick else GRIDS:
         jobs = plan_selection(recipe, selection_of_grid(args, name))
         estimates[name] = {"runs": len(jobs), "hours": round(cost.total(jobs, workers) / 3600, 2)}
     limit = args.grid_limit_hours
+    first = None  # why and with which estimates the study's grid was chosen when it started
     if args.quick:
         name, reason = "quick", "--quick"
     elif args.grid != "auto":
         name, reason = args.grid, f"--grid {args.grid}"
     elif study and (study.get("grid") or {}).get("name") in GRIDS:
         name = study["grid"]["name"]
-        reason = f"the grid this study started with ({study['grid'].get('reason', '')})"
+        first = study["grid"].get("first") or {k: study["grid"].get(k) for k in ("reason", "estimates", "workers")}
+        reason = "the grid this study started with"
     elif estimates["full"]["hours"] <= limit:  # noqa: SIM114
         name, reason = "full", f"the full grid's estimate ({estimates['full']['hours']:.1f} h) is within {limit:g} h"
     else:
@@ -67,6 +71,7 @@ def choose_grid(args: argparse.Namespace, recipe: Recipe, cost: CostModel, worke
         "selection": {"seeds": list(sel["seeds"]), "sizes": list(sel["sizes"]), "methods": list(sel["methods"]),
                       "l2": sel["l2"]},
         "estimates": estimates, "limit_hours": limit, "workers": workers,
+        "first": first or {"reason": reason, "estimates": estimates, "workers": workers},
     }
 
 
@@ -88,6 +93,20 @@ def command_keys(command: str, recipe: dict[str, Any]) -> list[str]:
         return [j.key for j in plan_jobs(r, seeds, sizes, methods, l2)]
     sel = selection_of_grid(args, args.grid if args.grid in GRIDS else "full")
     return [j.key for j in plan_selection(r, sel)]
+
+
+def command_narrowing(command: str) -> str | None:
+    """How a recorded session command narrowed its grid (``"--sizes 64"``), or None (or unreadable)."""
+    argv = shlex.split(command)
+    i = next((k for k, a in enumerate(argv) if a.endswith("reproduce.py")), 1)
+    try:
+        args = build_parser().parse_args(argv[i + 1:])
+    except SystemExit:
+        return None
+    parts = [f"{flag} {','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+             for flag, v in (("--seeds", args.seeds), ("--sizes", args.sizes), ("--methods", args.methods),
+                             ("--l2", args.l2)) if v]
+    return " ".join(parts) or None
 
 
 def planned_keys(study: dict[str, Any]) -> set[str] | None:

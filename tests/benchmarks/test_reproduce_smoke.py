@@ -339,3 +339,40 @@ def test_sigterm_stops_the_workers_too(tmp_path):
     assert exc.value.code == 143
     assert not child.is_alive() and time.time() - t0 < 10
     assert flag.read_text() == "terminated"
+
+
+def test_a_continued_study_keeps_why_and_how_long_its_grid_was_chosen(reproduce):
+    from reproduction.cli import build_parser
+    from reproduction.cost import CostModel
+    from reproduction.selection import choose_grid, command_narrowing
+
+    recipe = reproduce.Recipe()
+    args = build_parser().parse_args(["--sizes", "64"])
+    started = {"name": "reduced", "reason": "the full grid's estimate (18.7 h) exceeds 6 h",
+               "estimates": {"full": {"runs": 198, "hours": 18.7}, "reduced": {"runs": 66, "hours": 7.0}},
+               "workers": 2}
+    second = choose_grid(args, recipe, CostModel(recipe), 2, {"grid": started})
+    assert second["name"] == "reduced"
+    assert second["first"] == {k: started[k] for k in ("reason", "estimates", "workers")}
+    assert second["estimates"]["reduced"]["runs"] == 36  # this command's (narrowed) selection
+    third = choose_grid(args, recipe, CostModel(recipe), 2, {"grid": second})
+    assert third["first"] == second["first"]
+    assert third["reason"].count("started with") == 1
+    assert command_narrowing("python benchmarks/reproduce.py --fast --sizes 64 --workers 2") == "--sizes 64"
+    assert command_narrowing("python benchmarks/reproduce.py --fast") is None
+
+
+def test_the_first_study_is_the_learning_speed_table(tmp_path):
+    report = _load("report")
+    first = ROOT / "benchmarks" / "results" / "reproduce"
+    converged = ROOT / "benchmarks" / "results" / "reproduce-converged"
+    if not (first / "records.jsonl").is_file() or not (converged / "records.jsonl").is_file():
+        pytest.skip("the studies' records are not in this checkout")
+    md = report.render_report(converged, tmp_path / "RESULTS.md", tmp_path / "fig.png", learning_speed=first)
+    text = md.read_text()
+    section = text[text.index("## Learning speed: every student at 120 iterations"):text.index("## Caveats")]
+    assert "from one teacher (seed 0) shared by every seed trained 800 iterations" in section
+    assert "| FitNet | no | **57.5 ± 1.8** | **61.4 ± 4.2** |" in section  # the first study's val-selected figures
+    assert "--learning-speed benchmarks/results/reproduce`" in text
+    with pytest.raises(SystemExit, match="--learning-speed"):
+        report.render_report(converged, tmp_path / "R.md", tmp_path / "f.png", learning_speed=tmp_path / "none")
