@@ -130,12 +130,12 @@ def claims(idx: Index, sizes: Sequence[int], protocol: str, recipe: Recipe) -> l
                 main_l2 = l2 if main_l2 is None else main_l2
                 parts.append(f"vs {label(base)} {'with' if l2 else 'without'} L2: RKD-DA ahead at "
                              f"{sum(x[0] > 0 for x in known.values())} of {len(known)} sizes ("
-                             + ", ".join(f"d={d} {x[0]:+.1f}" for d, x in sorted(known.items())) + ")")
+                             + "; ".join(f"d={d}: {fmt_diff(x)}" for d, x in sorted(known.items())) + ")")
             if has_trip:
                 tk = {d: x for d, x in _per_size(idx, sizes, protocol, (base, l2), trip).items() if x is not None}
                 if tk:
                     parts.append(f"{label(base)} {'with' if l2 else 'without'} L2 vs triplet: "
-                                 + ", ".join(f"d={d} {x[0]:+.1f}" for d, x in sorted(tk.items())))
+                                 + "; ".join(f"d={d}: {fmt_diff(x)}" for d, x in sorted(tk.items())))
         if parts:
             v, _ = _verdict(_per_size(idx, sizes, protocol, rkd, (base, main_l2)))
             out.append((f"RKD-DA beats {label(base)} (the paper's {label(base)} row uses L2)", v, "; ".join(parts)))

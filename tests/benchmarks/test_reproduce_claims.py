@@ -89,3 +89,15 @@ def test_sensitivity_compares_the_seeds_measured_at_both_sizes():
     assert margins == ("Recall@1 lost from d=64 to d=16: RKD-DA +2.0 pts (80.0 -> 78.0), "
                        "triplet +10.0 pts (70.0 -> 60.0)")
     assert verdict == "held"
+
+
+def test_rkd_against_fitnet_gives_paired_margins():
+    records = []
+    for s, (r, f, t) in enumerate(((80.0, 70.0, 72.0), (81.0, 74.0, 73.0), (79.0, 80.0, 74.0))):
+        records += [_rec("rkd-da", False, 64, s, r), _rec("fitnet", True, 64, s, f), _rec("triplet", True, 64, s, t)]
+    found = {c: (v, m) for c, v, m in claims(Index(records), [64], "selected", Recipe())}
+    verdict, margins = _claim(found, "RKD-DA beats FitNet")
+    # RKD - FitNet: 10, 7, -1 -> mean 5.33, sd 5.69 (noise); FitNet - triplet: -2, 1, 6 -> mean 1.67, sd 4.04
+    assert verdict == "held (within noise at d=64)"
+    assert margins == ("vs FitNet with L2: RKD-DA ahead at 1 of 1 sizes (d=64: +5.3 pts, 2/3 seeds (within noise)); "
+                       "FitNet with L2 vs triplet: d=64: +1.7 pts, 2/3 seeds (within noise)")
