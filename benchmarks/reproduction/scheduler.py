@@ -3,10 +3,10 @@
 Workers are spawned processes (``--workers N``) or, with one worker, this process. A student
 starts once its teacher is recorded; a failed run is logged and does not stop the others (the
 students of a failed teacher are dropped); SIGTERM and Ctrl-C leave the finished runs recorded
-and the session's wall time in study.json (SIGTERM is passed on to the workers, so the command ends at
-once; their runs continue from their last epoch checkpoint in the next command). One command trains in a directory at a
-time (:func:`lock_study`). The report is re-rendered every ``--render-every``
-recorded runs and at the end.
+and the session's wall time in study.json (SIGTERM is passed on to the workers, so the command
+ends at once; their runs continue from their last epoch checkpoint in the next command). One
+command trains in a directory at a time (:func:`lock_study`). The report is re-rendered every
+``--render-every`` recorded runs and at the end.
 """
 
 from __future__ import annotations

@@ -18,6 +18,19 @@ from .plan import DEFAULT_SEEDS, GRIDS, QUICK_SELECTION, Job, describe_grid, pla
 from .recipe import Recipe
 
 
+def _narrowing_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The command line's flags that narrow a grid, with their values (those given)."""
+    given = (("--seeds", args.seeds), ("--sizes", args.sizes), ("--methods", args.methods), ("--l2", args.l2))
+    return [(flag, v) for flag, v in given if v]
+
+
+def _parse_command(command: str) -> argparse.Namespace:
+    """The arguments of a recorded ``python .../reproduce.py ...`` command."""
+    argv = shlex.split(command)
+    i = next((k for k, a in enumerate(argv) if a.endswith("reproduce.py")), 1)
+    return build_parser().parse_args(argv[i + 1:])
+
+
 def selection_of_grid(args: argparse.Namespace, grid: str) -> dict[str, Any]:
     """Seeds, sizes, methods and the student L2 spec of ``grid``, overridden by the command line."""
     if args.quick:
@@ -62,8 +75,7 @@ def choose_grid(args: argparse.Namespace, recipe: Recipe, cost: CostModel, worke
     else:
         name, reason = "reduced", (f"the full grid's estimate ({estimates['full']['hours']:.1f} h) exceeds {limit:g} h")
     sel = selection_of_grid(args, name if name in GRIDS else "full")
-    custom = [flag for flag, v in (("--seeds", args.seeds), ("--sizes", args.sizes), ("--methods", args.methods),
-                                   ("--l2", args.l2)) if v]
+    custom = [flag for flag, _v in _narrowing_flags(args)]
     return {
         "name": name,
         "description": describe_grid(name) if name in GRIDS else "the --quick selection",
@@ -78,9 +90,7 @@ def choose_grid(args: argparse.Namespace, recipe: Recipe, cost: CostModel, worke
 def command_keys(command: str, recipe: dict[str, Any]) -> list[str]:
     """The keys of the runs that a recorded session command plans in a study of ``recipe``
     (for sessions that did not record their keys: the first study's)."""
-    argv = shlex.split(command)
-    i = next((k for k, a in enumerate(argv) if a.endswith("reproduce.py")), 1)
-    args = build_parser().parse_args(argv[i + 1:])
+    args = _parse_command(command)
     legacy = "eval_every" in recipe
     r = Recipe.from_dict(recipe)
     seeds = args.seeds or DEFAULT_SEEDS
@@ -97,15 +107,12 @@ def command_keys(command: str, recipe: dict[str, Any]) -> list[str]:
 
 def command_narrowing(command: str) -> str | None:
     """How a recorded session command narrowed its grid (``"--sizes 64"``), or None (or unreadable)."""
-    argv = shlex.split(command)
-    i = next((k for k, a in enumerate(argv) if a.endswith("reproduce.py")), 1)
     try:
-        args = build_parser().parse_args(argv[i + 1:])
+        args = _parse_command(command)
     except SystemExit:
         return None
     parts = [f"{flag} {','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-             for flag, v in (("--seeds", args.seeds), ("--sizes", args.sizes), ("--methods", args.methods),
-                             ("--l2", args.l2)) if v]
+             for flag, v in _narrowing_flags(args)]
     return " ".join(parts) or None
 
 
