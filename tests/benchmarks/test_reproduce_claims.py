@@ -101,3 +101,19 @@ def test_rkd_against_fitnet_gives_paired_margins():
     assert verdict == "held (within noise at d=64)"
     assert margins == ("vs FitNet with L2: RKD-DA ahead at 1 of 1 sizes (d=64: +5.3 pts, 2/3 seeds (within noise)); "
                        "FitNet with L2 vs triplet: d=64: +1.7 pts, 2/3 seeds (within noise)")
+
+
+def test_sensitivity_names_the_triplet_student_without_l2_too():
+    records = []
+    for s, (r64, r16, t64, t16, n64, n16) in enumerate(((80.0, 78.0, 74.0, 68.0, 73.0, 72.0),
+                                                      (82.0, 79.0, 75.0, 70.0, 71.0, 70.0))):
+        records += [_rec("rkd-da", False, 64, s, r64), _rec("rkd-da", False, 16, s, r16),
+                    _rec("triplet", True, 64, s, t64), _rec("triplet", True, 16, s, t16),
+                    _rec("triplet", False, 64, s, n64), _rec("triplet", False, 16, s, n16)]
+    found = {c: (v, m) for c, v, m in claims(Index(records), [16, 64], "selected", Recipe())}
+    verdict, margins = _claim(found, "RKD is much less sensitive")
+    # RKD 81 -> 78.5 (loses 2.5); triplet with L2 74.5 -> 69 (5.5); without L2 72 -> 71 (1.0)
+    assert verdict == "held"
+    assert margins == ("Recall@1 lost from d=64 to d=16: RKD-DA +2.5 pts (81.0 -> 78.5), "
+                       "triplet +5.5 pts (74.5 -> 69.0). Against the triplet student without L2: did not hold "
+                       "(Recall@1 lost from d=64 to d=16: RKD-DA +2.5 pts (81.0 -> 78.5), triplet +1.0 pts (72.0 -> 71.0))")
