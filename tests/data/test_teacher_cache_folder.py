@@ -197,8 +197,7 @@ def test_a_killed_build_leaves_nothing_that_blocks_a_rerun(tmp_path):
 
     teacher.register_forward_hook(snapshot)
     build_teacher_cache(teacher, _dataset(), 1, out, batch_size=4, progress=False)
-    assert {".cache.safetensors.partial", LOCK_NAME} <= set(os.listdir(dead))
-    assert "manifest.json" not in os.listdir(dead)
+    assert ".cache.safetensors.partial" in os.listdir(dead) and "manifest.json" not in os.listdir(dead)
     assert TeacherCache.open(_build(dead)).num_images == 6
     assert set(os.listdir(dead)) == CACHE_FILES
 
