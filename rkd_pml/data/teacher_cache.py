@@ -10,8 +10,9 @@ student see the same view (consistency, Beyer et al. 2022) and the teacher costs
 during training. With ``K`` views the student sees at most ``K`` distinct augmentations per
 image instead of a fresh one each epoch.
 
-Files: see :mod:`~rkd_pml.data.teacher_cache_format`. Reading: see
-:mod:`~rkd_pml.data.teacher_cache_reader`.
+Files: see :mod:`~rkd_pml.data.teacher_cache_format`; which folders a build may write or
+replace, and its lock: :mod:`~rkd_pml.data.teacher_cache_folder`. Reading (every field of the
+files checked): :mod:`~rkd_pml.data.teacher_cache_reader`, :mod:`~rkd_pml.data.teacher_cache_schema`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ A cache directory holds::
     cache.safetensors   "embeddings" float32 (N, K, Dt), "params" float32 (N, K, 5)
     samples.json        {"samples": [key of each image], "classes": [class of each image]}
     manifest.json       what the cache was built from (written last: no manifest, no cache)
+    .rkd-pml-cache      the marker: a cache of this package (see teacher_cache_folder)
 
 ``cache.safetensors`` is written in place through a NumPy memory map (the header first, the
 file's disk space reserved, then row blocks), so ``N x K x Dt`` never has to fit in memory; it is a plain safetensors file
