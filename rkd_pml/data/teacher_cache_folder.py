@@ -75,7 +75,7 @@ class CacheFolder:
             replace = _check_replaceable(out, overwrite)  # again, now that no build can start
             for item in _removal_plan(out, replace):
                 item.unlink(missing_ok=True)
-            marker = {"format": FORMAT, "note": "a teacher cache of rkd-pml; rkd-pml teacher-cache --overwrite replaces it"}
+            marker = {"format": FORMAT, "note": "a teacher cache; rkd-pml teacher-cache --overwrite replaces it"}
             atomic_write_text(out / MARKER, json.dumps(marker) + "\n", what="teacher cache marker")
             folder._wrote_marker = True
         except BaseException:

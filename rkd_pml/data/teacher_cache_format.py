@@ -8,8 +8,9 @@ A cache directory holds::
     .rkd-pml-cache      the marker: a cache of this package (see teacher_cache_folder)
 
 ``cache.safetensors`` is written in place through a NumPy memory map (the header first, the
-file's disk space reserved, then row blocks), so ``N x K x Dt`` never has to fit in memory; it is a plain safetensors file
-(``safetensors.safe_open(path, framework="pt")`` reads slices of it lazily).
+file's disk space reserved, then row blocks), so ``N x K x Dt`` never has to fit in memory; it
+is a plain safetensors file (``safetensors.safe_open(path, framework="pt")`` reads slices of it
+lazily).
 """
 
 from __future__ import annotations

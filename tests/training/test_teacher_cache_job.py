@@ -62,7 +62,8 @@ def test_cli_refuses_a_users_folder_and_a_full_disk_in_one_line(teacher_dir, tmp
     with pytest.raises(SystemExit) as info:
         main([*args, "--out", str(mine)])
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and "\n" not in err and f"refusing to overwrite {mine}: it is not a teacher cache" in err
+    assert info.value.code == 2 and "\n" not in err
+    assert f"refusing to overwrite {mine}: it is not a teacher cache" in err
     assert (mine / "manifest.json").read_text() == '{"project": "my notes"}\n' and os.listdir(mine) == ["manifest.json"]
 
     def full(fd, offset, length):
