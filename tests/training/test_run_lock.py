@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import rkd_pml.training.run_lock as run_lock
+import rkd_pml.files.lock as run_lock  # the lock alone: standard library only
 from rkd_pml.training.run_dir import RunDir
 from rkd_pml.training.run_lock import LOCK_NAME, RunLock, RunLockedError, read_holder
 
