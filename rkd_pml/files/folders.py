@@ -1,7 +1,9 @@
 """The bookkeeping files this package writes into the folders it owns, shared by every layer.
 
 * :data:`RUN_MARKER` marks a run directory (see ``rkd_pml.training.run_contents``);
-* :data:`LOCK_NAME` is the lock file of a folder in use (see ``rkd_pml.training.run_lock``);
+* :data:`LOCK_NAME` is the lock file of a folder in use, taken by ``rkd_pml.training.run_lock``
+  (which keeps its own copy of the name and of :func:`describe_holder`'s wording: it is
+  imported alone, standard library only, by a test's lock-holding process);
   :func:`lock_holder` tells, without taking the lock, whether a process holds it.
 """
 

@@ -26,12 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..files.folders import LOCK_NAME, describe_holder
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: runs are not locked
     fcntl = None
+
+LOCK_NAME = ".rkd-pml-lock"
 
 _GUARD = threading.Lock()
 _HELD: dict[str, "_Held"] = {}  # lock file (real path) -> descriptor held by this process
@@ -187,8 +187,15 @@ def read_holder(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def _busy_message(folder: Path, holder: dict[str, Any]) -> str:
+    if holder.get("pid"):
+        who = f"process {holder['pid']} on host {holder.get('host', '?')}"
+        if holder.get("started"):
+            who += f" (since {holder['started']}"
+            who += f": {holder['command']})" if holder.get("command") else ")"
+    else:
+        who = "another process"
     return (
-        f"run directory {folder} is in use by {describe_holder(holder)}; wait for it to finish or stop it, "
+        f"run directory {folder} is in use by {who}; wait for it to finish or stop it, "
         "or choose another --out"
     )
 
