@@ -88,4 +88,4 @@ def test_export_needs_no_save_for_hf(tmp_path, teacher_dir, monkeypatch):
     second = export_timm(teacher_dir, tmp_path / "b")
     for out in (first, second):
         net = timm.create_model(f"local-dir:{out}", pretrained=True)
-        assert net.num_classes == 8 and net.pretrained_cfg["input_size"] == (3, 16, 16)
+        assert net.num_classes == 8 and tuple(net.pretrained_cfg["input_size"]) == (3, 16, 16)
