@@ -64,7 +64,8 @@ _SOURCE_KEYS = frozenset({
 })
 _KEEP_NULL = frozenset({"pool_size", "first_conv", "classifier"})
 
-#: The paper's test transform resizes S-pixel crops' images to S * 256 / 224 (256 for 224).
+#: The paper's test transform resizes to (S*256/224, S*256/224) before its S x S centre crop
+#: (rkd_pml.data.transforms.PAPER_RESIZE_RATIO: the data layer lies above this one).
 _PAPER_RESIZE_RATIO = 256 / 224
 
 
@@ -152,7 +153,9 @@ def export_data_config(model: EmbeddingModel) -> dict[str, Any]:
     if transform == "paper":
         cfg.update(crop_mode="squash", crop_pct=size / (round(size * _PAPER_RESIZE_RATIO) + 0.5))
     elif transform != "timm":
-        raise ValueError(f"cannot export {model.model_name!r}: timm has no transform like its test transform {transform!r}")
+        raise ValueError(
+            f"cannot export {model.model_name!r}: timm has no transform like its test transform {transform!r}"
+        )
     return cfg
 
 
