@@ -6,9 +6,9 @@ The exported folder is timm's hub layout, written by this module (not by timm's
 ``num_features``, ``model_args`` (``num_classes``, ``in_chans`` and the model's timm keyword
 arguments) and ``pretrained_cfg`` (timm's own for the architecture, with ``num_classes`` and
 the preprocessing of the model); plus, at the top level, ``l2_normalize``, ``embedding_dim``,
-``image_mode`` ("RGB" or "L": convert images to it first) and ``embedding_head``. A timm model
-does not L2-normalise its output, so a user of an ``l2_normalize=True`` model applies
-``F.normalize`` to it. The folder also holds the marker ``.rkd-pml-export``: ``overwrite``
+``image_mode`` ("RGB" or "L": convert images to it first), ``embedding_head`` (the
+classifier's name) and ``exported_from``. A timm model does not L2-normalise its output,
+so a user of an ``l2_normalize=True`` model applies ``F.normalize`` to it. The folder also holds the marker ``.rkd-pml-export``: ``overwrite``
 replaces only folders carrying it (see :mod:`.export_folder` for what is never replaced).
 
 The preprocessing recorded (``input_size``, ``interpolation``, ``mean``, ``std``,
@@ -30,7 +30,8 @@ normalisation), and with timm's transform those of ``rkd-pml evaluate``. Loading
 file alone needs the embedding size twice: ``timm.create_model(arch, pretrained=True,
 num_classes=D, pretrained_cfg_overlay=dict(file=".../model.safetensors", num_classes=D))``;
 without ``num_classes`` in the overlay timm compares D with the architecture's default (1000)
-and silently drops the classifier, i.e. the embedding head.
+and silently drops the classifier, i.e. the embedding head. (Tried with timm 1.0.29 and
+1.0.31; timm 1.0.3 exports too but has no ``local-dir:``, so it loads the weights file so.)
 
 EmbeddingModel uses the pooled pre-logit features (``num_classes=0``); the export maps the
 head's Linear onto the timm classifier that takes exactly these features (``fc`` for ResNets,
