@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "timm.create_model('local-dir:DIR', pretrained=True) or, uploaded, 'hf-hub:...'.")
     p.add_argument("model", metavar="RUN_OR_MODEL", help="a run directory or a saved model directory")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out folder written by an earlier export (never any other folder, a run "
+                        "or a folder in use)")
     return parser
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..files import is_temporary, remove_orphaned_temporaries
+from ..files.folders import RUN_MARKER as MARKER
 from .run_lock import LOCK_NAME, RunLock
-
-MARKER = ".rkd-pml-run"
 
 #: Files a run writes at its top level.
 RUN_FILES = frozenset({"config.json", "metrics.jsonl", "results.json", "recall.png"})
