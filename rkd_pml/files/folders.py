@@ -1,9 +1,7 @@
 """The bookkeeping files this package writes into the folders it owns, shared by every layer.
 
 * :data:`RUN_MARKER` marks a run directory (see ``rkd_pml.training.run_contents``);
-* :data:`LOCK_NAME` is the lock file of a folder in use, taken by ``rkd_pml.training.run_lock``
-  (which keeps its own copy of the name and of :func:`describe_holder`'s wording: it is
-  imported alone, standard library only, by a test's lock-holding process);
+* :data:`LOCK_NAME` is the lock file of a folder in use (taken by :mod:`.lock`);
   :func:`lock_holder` tells, without taking the lock, whether a process holds it.
 """
 
@@ -20,8 +18,9 @@ try:
 except ImportError:  # pragma: no cover - Windows: folders are not locked
     fcntl = None
 
+from .lock import LOCK_NAME, describe_holder
+
 RUN_MARKER = ".rkd-pml-run"
-LOCK_NAME = ".rkd-pml-lock"
 
 
 def lock_holder(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -49,16 +48,6 @@ def lock_holder(folder: str | os.PathLike) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
-
-
-def describe_holder(holder: dict[str, Any]) -> str:
-    """``"process 123 on host h (since ...: command)"``, or ``"another process"``."""
-    if not holder.get("pid"):
-        return "another process"
-    who = f"process {holder['pid']} on host {holder.get('host', '?')}"
-    if holder.get("started"):
-        who += f" (since {holder['started']}" + (f": {holder['command']})" if holder.get("command") else ")")
-    return who
 
 
 __all__ = ["LOCK_NAME", "RUN_MARKER", "describe_holder", "lock_holder"]

@@ -213,18 +213,21 @@ def read_holder(folder: str | os.PathLike) -> dict[str, Any]:
         os.close(fd)
 
 
+def describe_holder(holder: dict[str, Any]) -> str:
+    """``"process 123 on host h (since ...: command)"``, or ``"another process"``."""
+    if not holder.get("pid"):
+        return "another process"
+    who = f"process {holder['pid']} on host {holder.get('host', '?')}"
+    if holder.get("started"):
+        who += f" (since {holder['started']}" + (f": {holder['command']})" if holder.get("command") else ")")
+    return who
+
+
 def _busy_message(folder: Path, holder: dict[str, Any], what: str = "run directory") -> str:
-    if holder.get("pid"):
-        who = f"process {holder['pid']} on host {holder.get('host', '?')}"
-        if holder.get("started"):
-            who += f" (since {holder['started']}"
-            who += f": {holder['command']})" if holder.get("command") else ")"
-    else:
-        who = "another process"
     return (
-        f"{what} {folder} is in use by {who}; wait for it to finish or stop it, "
+        f"{what} {folder} is in use by {describe_holder(holder)}; wait for it to finish or stop it, "
         "or choose another --out"
     )
 
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "read_holder"]
+__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "describe_holder", "read_holder"]
