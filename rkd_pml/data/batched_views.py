@@ -108,11 +108,11 @@ def resample_weights(length: Tensor, resized: Tensor, offset: Tensor, size: int,
         total = weights.sum(-1, keepdim=True)
         weights = (weights / torch.where(total == 0, torch.ones_like(total), total)).to(torch.float32)
         taps = taps.long().clamp_max(width - 1)  # taps past the end have weight 0
+    if flip is not None:  # reverse the output pixels of the flipped images
+        flipped = flip.to(device).view(-1, 1, 1).bool()
+        taps, weights = torch.where(flipped, taps.flip(1), taps), torch.where(flipped, weights.flip(1), weights)
     dense = torch.zeros(len(length), size, width, device=device, dtype=torch.float32)
-    weights = dense.scatter_add_(2, taps, weights)
-    if flip is not None:
-        weights = torch.where(flip.to(device).view(-1, 1, 1).bool(), weights.flip(1), weights)
-    return weights
+    return dense.scatter_add_(2, taps, weights)
 
 
 def _nearest_sources(length: Tensor, resized: Tensor, offset: Tensor, size: int) -> Tensor:

@@ -64,7 +64,7 @@ class FastItems(Dataset):
 
     def geometry(self, index: int, seed: int) -> tuple[tuple[int, int, int, int], list[int]]:
         """``((top, left, height, width) of the region, geometry row)`` of item ``(index, seed)``."""
-        view, (height, width) = self.view, (int(s) for s in self.store.shapes[index])
+        view, (height, width) = self.view, self.store.shapes[index].tolist()
         if view.kind == "none":
             return (0, 0, height, width), [height, width, height, width, 0, 0, 0]
         top, left, h, w, flip = (int(v) for v in view.draw(random.Random(seed), (width, height)))
@@ -79,7 +79,7 @@ class FastItems(Dataset):
         for r, ((index, _), (top, left, h, w)) in enumerate(zip(keys, boxes)):
             regions[r, :h, :w] = self.store[int(index)][top : top + h, left : left + w]
         labels = self.labels[[int(i) for i, _ in keys]]
-        return torch.from_numpy(regions), torch.tensor(rows, dtype=torch.int64), torch.from_numpy(labels)
+        return torch.from_numpy(regions), torch.from_numpy(np.array(rows, dtype=np.int64)), torch.from_numpy(labels)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.__getitems__([key])
