@@ -83,8 +83,8 @@ def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConf
     cfg = resolve_m_per_class(cfg, train_set.labels)
     check_class_balance(train_set.labels, cfg.batch_size, cfg.m_per_class)
     if cfg.check_images:
-        for data in (train_set, *eval_sets.values()):
-            data.check_images(progress=cfg.progress)
+        for data in (train_set, *eval_sets.values()):  # the fast pipeline keeps the training images decoded
+            data.check_images(progress=cfg.progress, keep=data is train_set and cfg.input_pipeline == "fast")
     return train_set, eval_sets, cfg
 
 

@@ -34,7 +34,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.batches import EpochBatches, SeededItems, epoch_batches, make_loader
+from ..data.batches import EpochBatches, epoch_batches, make_loader
+from ..data.fast_input import training_loader
 from ..distributed import session as dist
 from ..distributed.objective import DistributedObjective
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
@@ -249,9 +250,11 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
     cfg, device = setup.cfg, setup.device
     labels = [int(x) for x in setup.train_set.labels]
     cached = hasattr(setup.train_set, "cache")  # CachedViews: stored views and the teacher's embeddings of them
-    items = _EpochItems(setup.train_set) if cached else SeededItems(setup.train_set)
     sampler = EpochBatches()
-    loader = make_loader(items, sampler, cfg.num_workers, pin_memory=device.type == "cuda")
+    if cached:
+        loader = make_loader(_EpochItems(setup.train_set), sampler, cfg.num_workers, pin_memory=device.type == "cuda")
+    else:
+        loader = training_loader(setup.train_set, sampler, device, cfg.input_pipeline, cfg.num_workers, cfg.progress)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         started = time.perf_counter()
         batches = epoch_batches(labels, cfg.batch_size, cfg.m_per_class, cfg.iterations_per_epoch,
