@@ -13,10 +13,11 @@ and after each epoch (:func:`end_of_epoch`): learning-rate step, Recall@K on the
 and test splits, one line in metrics.jsonl (every loss term, the learning rate, the step time),
 best/last checkpoints, recall.png.
 
-Reproducibility: the batches of epoch ``e`` and the augmentation of each image depend only on
-``(seed, e, position)``; the checkpoint holds the model, objective, optimizer, scheduler, gradient
-scaler, RNG states and the position in the epoch, so a resumed run ends with the same weights
-as an uninterrupted one. Under torchrun (:mod:`rkd_pml.distributed.session`) each rank trains
+Reproducibility: the batches of epoch ``e``, the augmentation of each image and every random
+draw of a step (the miner's, dropout's) depend only on ``(seed, e, position)``, never on
+torch's global stream; the checkpoint holds the model, objective, optimizer, scheduler,
+gradient scaler, RNG states and the position in the epoch, so a run resumed at an epoch end
+or in the middle of one ends with the same weights as an uninterrupted one. Under torchrun (:mod:`rkd_pml.distributed.session`) each rank trains
 on its share of the global batch, the objective relates the gathered global batch, and rank 0
 alone evaluates and writes.
 """
@@ -34,7 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.batches import EpochBatches, SeededItems, epoch_batches, make_loader
+from ..data.batches import EpochBatches, SeededItems, epoch_batches, make_loader, seeded_random, step_seed
 from ..distributed import session as dist
 from ..distributed.objective import DistributedObjective
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
@@ -251,7 +252,7 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
     cached = hasattr(setup.train_set, "cache")  # CachedViews: stored views and the teacher's embeddings of them
     items = _EpochItems(setup.train_set) if cached else SeededItems(setup.train_set)
     sampler = EpochBatches()
-    loader = make_loader(items, sampler, cfg.num_workers, pin_memory=device.type == "cuda")
+    loader = make_loader(items, sampler, cfg.num_workers, pin_memory=device.type == "cuda", seed=cfg.seed)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         started = time.perf_counter()
         batches = epoch_batches(labels, cfg.batch_size, cfg.m_per_class, cfg.iterations_per_epoch,
@@ -263,7 +264,8 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
                    desc=f"{setup.name} epoch {epoch}/{cfg.epochs}", disable=not (cfg.progress and is_main_process()))
         for batch in bar:
             step_started = time.perf_counter()
-            parts, stepped = train_step(setup, runner, *batch)
+            with seeded_random(step_seed(cfg.seed, epoch, state.iteration + 1, runner.rank), device):
+                parts, stepped = train_step(setup, runner, *batch)
             state.step_seconds += time.perf_counter() - step_started
             state.skipped_in_a_row = 0 if stepped else state.skipped_in_a_row + 1
             state.skipped_steps += not stepped
