@@ -137,6 +137,22 @@ class SeededItems(Dataset):
             return self.dataset[index]
 
 
+class EpochItems(Dataset):
+    """A data set with ``set_epoch`` (a :class:`~rkd_pml.data.teacher_cache.CachedViews`) indexed
+    by ``(index, epoch)``, so the view of each item follows the epoch in worker processes too."""
+
+    def __init__(self, views: Any):
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, epoch = key
+        self.views.set_epoch(epoch)
+        return self.views[index]
+
+
 def seed_items(batches: list[list[int]], seed: int, epoch: int) -> list[list[tuple[int, int]]]:
     """The batches of an epoch as ``(index, item seed)`` pairs for
     :class:`SeededItems`; the seed of an item depends on ``(seed, epoch, batch, row)`` only."""

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.batches import EpochBatches, SeededItems, epoch_batches, make_loader, seeded_random, step_seed
+from ..data.batches import EpochBatches, EpochItems, SeededItems, epoch_batches, make_loader, seeded_random, step_seed
 from ..distributed import session as dist
 from ..distributed.objective import DistributedObjective
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
@@ -79,6 +79,13 @@ class LoopState:
     step_seconds: float = 0.0
     skipped_steps: int = 0  # in epoch ``epoch + 1``: optimizer steps skipped for non-finite gradients
     skipped_in_a_row: int = 0
+
+    def position(self, epochs: int, steps: int) -> str:
+        """Where the run stands, counted as every message counts it (epochs and steps 1-based):
+        ``"after epoch 1 of 2"`` at an epoch end, ``"in epoch 2 of 2, after step 5 of 12"`` within one."""
+        if self.iteration == 0:
+            return f"after epoch {self.epoch} of {epochs}"
+        return f"in epoch {self.epoch + 1} of {epochs}, after step {self.iteration} of {steps}"
 
 
 @dataclass
@@ -231,7 +238,7 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
     if cfg.resume and run.last_checkpoint.is_file():
         state = _restore(setup, runner, load_checkpoint(run.last_checkpoint, map_location=device))
         run.keep_metrics([r for r in run.read_metrics() if r.get("epoch", 0) <= state.epoch])
-        log(f"[{setup.name}] resuming {run.path} after epoch {state.epoch}, step {state.iteration}")
+        log(f"[{setup.name}] resuming {run.path} {state.position(cfg.epochs, cfg.iterations_per_epoch)}")
     else:
         if cfg.resume:
             run.keep_metrics([])
@@ -250,7 +257,7 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
     cfg, device = setup.cfg, setup.device
     labels = [int(x) for x in setup.train_set.labels]
     cached = hasattr(setup.train_set, "cache")  # CachedViews: stored views and the teacher's embeddings of them
-    items = _EpochItems(setup.train_set) if cached else SeededItems(setup.train_set)
+    items = EpochItems(setup.train_set) if cached else SeededItems(setup.train_set)
     sampler = EpochBatches()
     loader = make_loader(items, sampler, cfg.num_workers, pin_memory=device.type == "cuda", seed=cfg.seed)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -289,7 +296,8 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
                     if stop:
                         bar.close()
                         clear_stop()
-                        raise TrainingInterrupted(f"stopped at epoch {epoch}, step {state.iteration}; continue with --resume (checkpoint {setup.run.last_checkpoint})")
+                        where = state.position(cfg.epochs, cfg.iterations_per_epoch)
+                        raise TrainingInterrupted(f"stopped {where}; continue with --resume (checkpoint {setup.run.last_checkpoint})")
         bar.close()
         epoch_lr = setup.optimizer.param_groups[0]["lr"]
         setup.scheduler.step()
@@ -297,23 +305,8 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
         end_of_epoch(setup, runner, state, epoch, epoch_lr, logger)
         if dist.any_rank(stop_requested(), device) if runner.world_size > 1 else stop_requested():
             clear_stop()
-            raise TrainingInterrupted(f"stopped after epoch {epoch}; continue with --resume")
-
-
-class _EpochItems(Dataset):
-    """A :class:`~rkd_pml.data.teacher_cache.CachedViews` indexed by ``(index, epoch)``, so the
-    view of each item follows the epoch in worker processes too."""
-
-    def __init__(self, views: Any):
-        self.views = views
-
-    def __len__(self) -> int:
-        return len(self.views)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, epoch = key
-        self.views.set_epoch(epoch)
-        return self.views[index]
+            where = state.position(cfg.epochs, cfg.iterations_per_epoch)
+            raise TrainingInterrupted(f"stopped {where}; continue with --resume (checkpoint {setup.run.last_checkpoint})")
 
 
 def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, teacher_dir, capsys):
 
     # resume (in this process: one thread, like the subprocess)
     assert main(["distill", "--out", str(killed), "--resume", "--threads", "1", "--no-progress"]) == 0
-    assert f"after epoch 0, step {state['iteration']}" in capsys.readouterr().out
+    assert f"in epoch 1 of 2, after step {state['iteration']} of 12\n" in capsys.readouterr().out
 
     # the uninterrupted reference, in this process (one thread, as the subprocesses)
     assert main(["distill", "--teacher", teacher_dir, *ARGS, "--out", str(tmp_path / "straight")]) == 0

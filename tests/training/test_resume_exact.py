@@ -65,3 +65,26 @@ def test_mid_epoch_resume_ends_with_the_uninterrupted_weights(job, how, teacher_
     differences = {k: float((a["model"][k].double() - b["model"][k].double()).abs().max())
                    for k in a["model"] if a["model"][k].is_floating_point()}
     assert max(differences.values()) == 0.0, {k: d for k, d in differences.items() if d}
+
+
+def test_stop_and_resume_messages_name_the_same_position(tmp_path, tiny, monkeypatch, capsys):
+    settings = {**tiny, **SETTINGS, "model": "resnet10t", "embedding_dim": 4}
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 5, "stop")  # 3 steps per epoch: step 2 of epoch 2 (1 epoch completed)
+        with pytest.raises(TrainingInterrupted) as stopped:
+            train_teacher(out=str(out), **settings)
+    assert "stopped in epoch 2 of 2, after step 2 of 3;" in str(stopped.value)
+    capsys.readouterr()
+    train_teacher(out=str(out), resume=True, **settings)
+    assert f"resuming {out} in epoch 2 of 2, after step 2 of 3\n" in capsys.readouterr().out
+
+    # at an epoch end: the completed epoch, in both messages
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 3, "stop")  # the last step of epoch 1: the loop stops after the epoch
+        with pytest.raises(TrainingInterrupted) as stopped:
+            train_teacher(out=str(out), overwrite=True, **settings)
+    assert "stopped after epoch 1 of 2;" in str(stopped.value)
+    capsys.readouterr()
+    train_teacher(out=str(out), resume=True, **settings)
+    assert f"resuming {out} after epoch 1 of 2\n" in capsys.readouterr().out
