@@ -65,6 +65,7 @@ class TrainingSetup:
     teacher: nn.Module | None = None
     name: str = "model"
     extra_results: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)  # what config.json records beside the settings
 
 
 @dataclass
@@ -332,7 +333,7 @@ def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]
         "epochs": cfg.epochs,
         "train_seconds": round(state.train_seconds, 3),
         **setup.extra_results,
-        "config": cfg.to_dict(),
+        "config": {**cfg.to_dict(), **setup.records},
     }
     if dist.current_context().world_size > 1:
         results["world_size"] = dist.current_context().world_size
