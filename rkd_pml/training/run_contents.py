@@ -125,7 +125,7 @@ def clear_run(path: Path) -> None:
     locks = []
     try:
         for nested in nested_runs(path):
-            locks.append(RunLock.acquire(nested))
+            locks.append(RunLock.acquire(nested, remove=True))
         plan = removal_plan(path)  # with the nested runs' lock files, now that they are held
         for item in plan:
             if item.is_dir() and not item.is_symlink():

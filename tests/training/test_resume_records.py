@@ -76,3 +76,20 @@ def test_a_config_file_given_with_resume_counts_like_flags(tmp_path, capsys):
     assert main(["train-teacher", "--config", str(file), "--out", out, "--resume"]) == 0
     assert [json.loads(line)["epoch"] for line in open(f"{out}/metrics.jsonl")] == [1, 2]
     assert json.loads(open(f"{out}/config.json").read())["epochs"] == 2
+
+
+def test_resume_against_a_rebuilt_teacher_cache_of_another_teacher_is_refused(teacher_dir, tmp_path, tiny):
+    cache = tmp_path / "cache"
+
+    def build(teacher, *more):
+        assert main(["teacher-cache", "--teacher", str(teacher), "--views", "1", "--train-transform", "none",
+                     "--student", "resnet10t", "--out", str(cache), "--no-progress", *more]) == 0
+
+    build(teacher_dir)
+    settings = dict(teacher_cache=str(cache), student="resnet10t", embedding_dim=4, **{**tiny, "train_transform": "none"})
+    distill(out=str(tmp_path / "s"), **settings)
+    other = tmp_path / "other"
+    train_teacher(out=str(other), seed=1, **TEACHER, **tiny)
+    build(other, "--overwrite")
+    with pytest.raises(ValueError, match=f"the teacher cache {cache} is not the teacher the run started with"):
+        distill(out=str(tmp_path / "s"), resume=True, **{**settings, "epochs": 2})
