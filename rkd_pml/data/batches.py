@@ -32,8 +32,8 @@ def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
     """The seed of the random draws of training step ``step`` (1-based) of ``epoch`` on process
     ``rank`` (the miner's, dropout's...; see :func:`seeded_random`): a function of the position
     alone, so a resumed run draws what an uninterrupted one would."""
-    state = np.random.SeedSequence([int(seed), 0x53544550, int(epoch), int(step), int(rank)]).generate_state(1, dtype=np.uint64)
-    return int(state[0] % 2**63)
+    entropy = [int(seed), 0x53544550, int(epoch), int(step), int(rank)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] % 2**63)
 
 
 def choose_m_per_class(labels: Sequence[int], batch_size: int, preferred: int = DEFAULT_M_PER_CLASS) -> int:

@@ -147,7 +147,8 @@ def check_forward(models: dict[str, Any], image_size: int, in_chans: int, device
             model.train(was_training)
 
 
-def open_run(cfg: TrainConfig, default_out: str, inputs: list[Any], records: dict[str, Any] | None = None) -> tuple[RunDir, TrainConfig]:
+def open_run(cfg: TrainConfig, default_out: str, inputs: list[Any],
+             records: dict[str, Any] | None = None) -> tuple[RunDir, TrainConfig]:
     """Create (or reopen, for ``cfg.resume``) and lock the run directory; write config.json
     (the settings, and ``records``: see :func:`run_records`).
 

@@ -17,9 +17,9 @@ Reproducibility: the batches of epoch ``e``, the augmentation of each image and 
 draw of a step (the miner's, dropout's) depend only on ``(seed, e, position)``, never on
 torch's global stream; the checkpoint holds the model, objective, optimizer, scheduler,
 gradient scaler, RNG states and the position in the epoch, so a run resumed at an epoch end
-or in the middle of one ends with the same weights as an uninterrupted one. Under torchrun (:mod:`rkd_pml.distributed.session`) each rank trains
-on its share of the global batch, the objective relates the gathered global batch, and rank 0
-alone evaluates and writes.
+or in the middle of one ends with the same weights as an uninterrupted one. Under torchrun
+(:mod:`rkd_pml.distributed.session`) each rank trains on its share of the global batch, the
+objective relates the gathered global batch, and rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
@@ -298,7 +298,8 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
                         bar.close()
                         clear_stop()
                         where = state.position(cfg.epochs, cfg.iterations_per_epoch)
-                        raise TrainingInterrupted(f"stopped {where}; continue with --resume (checkpoint {setup.run.last_checkpoint})")
+                        raise TrainingInterrupted(f"stopped {where}; continue with --resume "
+                                                  f"(checkpoint {setup.run.last_checkpoint})")
         bar.close()
         epoch_lr = setup.optimizer.param_groups[0]["lr"]
         setup.scheduler.step()
@@ -307,7 +308,8 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
         if dist.any_rank(stop_requested(), device) if runner.world_size > 1 else stop_requested():
             clear_stop()
             where = state.position(cfg.epochs, cfg.iterations_per_epoch)
-            raise TrainingInterrupted(f"stopped {where}; continue with --resume (checkpoint {setup.run.last_checkpoint})")
+            raise TrainingInterrupted(f"stopped {where}; continue with --resume "
+                                      f"(checkpoint {setup.run.last_checkpoint})")
 
 
 def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]) -> dict[str, Any]:

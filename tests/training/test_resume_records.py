@@ -86,7 +86,8 @@ def test_resume_against_a_rebuilt_teacher_cache_of_another_teacher_is_refused(te
                      "--student", "resnet10t", "--out", str(cache), "--no-progress", *more]) == 0
 
     build(teacher_dir)
-    settings = dict(teacher_cache=str(cache), student="resnet10t", embedding_dim=4, **{**tiny, "train_transform": "none"})
+    settings = dict(teacher_cache=str(cache), student="resnet10t", embedding_dim=4,
+                    **{**tiny, "train_transform": "none"})
     distill(out=str(tmp_path / "s"), **settings)
     other = tmp_path / "other"
     train_teacher(out=str(other), seed=1, **TEACHER, **tiny)
