@@ -152,15 +152,17 @@ def _background(loader: DataLoader, depth: int, pin: bool) -> Iterator[Any]:
 
 
 def training_loader(train_set: Any, batches: Any, device: torch.device | str, pipeline: str = "fast",
-                    num_workers: int = 0, progress: bool = False) -> Any:
+                    num_workers: int = 0, progress: bool = False, seed: int = 0) -> Any:
     """The iterable of training batches over ``batches`` (an ``EpochBatches`` of ``(index, item
     seed)`` lists) for ``pipeline`` in :data:`INPUT_PIPELINES`: ``(images, labels)``, images
-    float ``(B, C, S, S)`` in [0, 1] (on ``device`` for "fast", on the host for "pil")."""
+    float ``(B, C, S, S)`` in [0, 1] (on ``device`` for "fast", on the host for "pil").
+    The loader's own generator (seeded ``seed``) draws its workers' base seed, as in
+    :func:`.batches.make_loader`: starting an epoch leaves the process's random stream untouched."""
     device = torch.device(device)
     if pipeline not in INPUT_PIPELINES:
         raise ValueError(f"input_pipeline must be one of {', '.join(INPUT_PIPELINES)}, got {pipeline!r}")
     if pipeline == "pil":
-        return make_loader(SeededItems(train_set), batches, num_workers, pin_memory=device.type == "cuda")
+        return make_loader(SeededItems(train_set), batches, num_workers, pin_memory=device.type == "cuda", seed=seed)
     view = view_of(getattr(train_set, "transform", None))
     if view is None or not hasattr(train_set, "decoded"):
         raise ValueError("input_pipeline 'fast' needs an image data set with a training transform of "
@@ -168,7 +170,8 @@ def training_loader(train_set: Any, batches: Any, device: torch.device | str, pi
     store = train_set.decoded(progress) if view.kind != "none" else _rendered(train_set, view, progress)
     loader = DataLoader(FastItems(store, train_set.labels, view), batch_sampler=batches, num_workers=num_workers,
                         pin_memory=device.type == "cuda" and num_workers > 0, collate_fn=_as_is,
-                        persistent_workers=num_workers > 0, prefetch_factor=PREFETCH_BATCHES if num_workers else None)
+                        persistent_workers=num_workers > 0, prefetch_factor=PREFETCH_BATCHES if num_workers else None,
+                        generator=torch.Generator().manual_seed(int(seed)))
     return DeviceBatches(loader, view, device)
 
 
