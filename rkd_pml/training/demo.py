@@ -63,8 +63,9 @@ def compare(baseline: Sequence[float], rkd: Sequence[float]) -> dict[str, Any]:
         first, second = ("RKD-DA", "the baseline") if mean > 0 else ("the baseline", "RKD-DA")
         verdict = f"{first} ahead of {second} for each of the {len(gaps)} seeds, by more than twice the standard error"
     else:
-        verdict = ("within what the seeds vary by (the sign changes with the seed, or the mean is within twice its "
-                   "standard error): at this budget the demo does not separate the two")
+        why = "the sign changes with the seed" if min(gaps) < 0 < max(gaps) or 0 in gaps else (
+            "the mean is within twice its standard error")
+        verdict = f"within what the seeds vary by ({why}): at this budget the demo does not separate the two"
     return {"per_seed": gaps, "mean": mean, "std": std, "standard_error": error, "verdict": verdict}
 
 
