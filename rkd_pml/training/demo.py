@@ -4,7 +4,7 @@ embedded digits, in about two minutes on one CPU core.
 A single pair of student runs does not tell RKD from the baseline at this budget: the Recall@1
 of one run moves by several points with the seed (the initialisation and the batches), and the
 sign of the difference with it. So the students are trained for ``seeds`` seeds (a pair per
-seed: same seed, same initialisation and batches for both), and the demo reports the mean and
+seed, both students with that seed), and the demo reports the mean and
 the standard deviation over seeds, the difference per seed, and what they show.
 """
 
