@@ -71,6 +71,7 @@ def angle_sums(
     backend: str = "auto",
     compute_dtype: torch.dtype = torch.float32,
     tile: int | None = None,
+    vertices: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Sum of the Huber errors over ordered triplets of distinct examples, and its gradient.
 
@@ -79,6 +80,8 @@ def angle_sums(
     w.r.t. the student's ``h``; ``d_r_over_d`` ``(N, N)`` the gradient w.r.t. ``r`` divided by
     the distance (multiply by ``d`` to get it). Both are ``None`` unless ``need_grad``.
     The arithmetic runs in ``compute_dtype``; memory is ``O(N^2)`` plus one block.
+    ``vertices=(start, stop)`` restricts the sums to the triplets whose vertex is in rows
+    ``[start, stop)`` (a share of the work; see :mod:`rkd_pml.functional.angle_share`).
     """
     n = s_half_sq.shape[0]
     device = s_half_sq.device
@@ -91,13 +94,15 @@ def angle_sums(
         mats = [m.detach() for m in (s_half_sq, s_inv, t_half_sq, t_inv)]
         cols = _column_tiles(mats, n_pad, t, compute_dtype)  # [h_s, r_s, h_t, r_t]
         del mats
+        lo, hi = (0, n_pad if kernel is not None else n) if vertices is None else vertices
+        vcols = cols if vertices is None else cols[:, :, lo:hi].contiguous()  # vertex rows
         if need_grad:
             grad_h = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
             grad_v = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
         if kernel is not None:
             w_off = torch.full((t, t), 2.0, dtype=compute_dtype, device=device)
             w_diag = 1.0 - torch.eye(t, dtype=compute_dtype, device=device)
-            loss_acc = torch.zeros(n_pad, t, dtype=compute_dtype, device=device)
+            loss_acc = torch.zeros(hi - lo, t, dtype=compute_dtype, device=device)
         else:
             loss_acc = torch.zeros((), dtype=compute_dtype, device=device)
             block = _vertex_block(device, t)
@@ -105,8 +110,8 @@ def angle_sums(
             rows_i = slice(i * t, (i + 1) * t)
             for j in range(i, nb):
                 diag = i == j
-                ci, cj = cols[i], cols[j]
-                bc = cj[0::2, rows_i].contiguous()  # h_s, h_t between I and J
+                ci, cj = vcols[i], vcols[j]
+                bc = cols[j, 0::2, rows_i].contiguous()  # h_s, h_t between I and J
                 if kernel is not None:
                     mark_dynamic(ci, cj)
                     out = kernel(ci, cj, bc, w_diag if diag else w_off)
@@ -114,15 +119,16 @@ def angle_sums(
                         loss_acc += out
                         continue
                     loss_acc += out[0]
-                    grad_h[i] += out[1]
-                    grad_h[j] += out[2]
+                    grad_h[i, lo:hi] += out[1]
+                    grad_h[j, lo:hi] += out[2]
                     grad_h[j, rows_i] -= out[3]
-                    grad_v[i] += out[4]
-                    grad_v[j] += out[5]
+                    grad_v[i, lo:hi] += out[4]
+                    grad_v[j, lo:hi] += out[5]
                     continue
-                for a0 in range(0, n, block):
-                    rows_a = slice(a0, min(a0 + block, n))
-                    out = block_eager(ci[:, rows_a], cj[:, rows_a], bc, diag, need_grad)
+                for a0 in range(lo, hi, block):
+                    rows_a = slice(a0, min(a0 + block, hi))
+                    local = slice(a0 - lo, rows_a.stop - lo)
+                    out = block_eager(ci[:, local], cj[:, local], bc, diag, need_grad)
                     loss_acc += out[0]
                     if need_grad:
                         grad_h[i, rows_a] += out[1]
