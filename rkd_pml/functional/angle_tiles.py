@@ -1,6 +1,8 @@
 """Tiled drivers of the all-triplets angle loss: its value, gradient and second derivative.
 
-The end points are padded to a multiple of a tile size ``T`` and cut into tiles; for two
+Where the Triton kernel is chosen (:func:`~rkd_pml.functional.angle_backend.wants_triton`)
+:func:`angle_sums` hands the whole batch to it (:mod:`rkd_pml.functional.angle_triton`).
+Otherwise the end points are padded to a multiple of a tile size ``T`` and cut into tiles; for two
 end tiles ``I <= J`` a kernel (:mod:`rkd_pml.functional.angle_kernels`) evaluates the
 triplets (vertex a, b in I, c in J) and returns sums over each axis, which are scattered
 into ``N x N`` accumulators. Memory is ``O(N^2)`` plus one block whatever ``N``.
@@ -13,8 +15,9 @@ import contextlib
 import torch
 from torch import Tensor
 
-from .angle_backend import kernel_for, mark_dynamic
+from .angle_backend import kernel_for, mark_dynamic, triton_failed, wants_triton
 from .angle_kernels import block_eager, block_hvp
+from .angle_triton import triton_angle_sums
 from .relations import power_of_two_scale
 
 #: Tile size per device type (vertices per block and end points per tile).
@@ -85,6 +88,14 @@ def angle_sums(
     """
     n = s_half_sq.shape[0]
     device = s_half_sq.device
+    if wants_triton(backend, device, compute_dtype):
+        try:
+            _check_triton(device, compute_dtype)
+            return triton_angle_sums(
+                s_half_sq, s_inv, t_half_sq, t_inv, need_grad=need_grad, compute_dtype=compute_dtype, vertices=vertices
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means "use the other kernels"
+            triton_failed(backend, device, compute_dtype, exc)
     t = tile or tile_size(device)
     kernel = kernel_for(backend, n, device, compute_dtype, t, need_grad)
     nb = -(-n // t)
@@ -142,6 +153,27 @@ def angle_sums(
         d_h = _from_column_tiles(grad_h, n).to(torch.float64)
         d_r_over_d = _from_column_tiles(grad_v, n).to(torch.float64)
         return loss_sum, d_h, d_r_over_d
+
+
+_TRITON_CHECKED: set = set()
+
+
+def _check_triton(device: torch.device, dtype: torch.dtype) -> None:
+    """On first use per (device, dtype): RuntimeError unless the Triton kernel agrees with the
+    eager kernel on a random batch of 40 (two Triton tiles, with padding)."""
+    key = (str(device), dtype)
+    if key in _TRITON_CHECKED:
+        return
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = [torch.rand(40, 40, generator=gen, dtype=torch.float64) + 0.5 for _ in range(4)]
+    args = [(m + m.T).fill_diagonal_(0).to(device) for m in x]
+    got = triton_angle_sums(*args, need_grad=True, compute_dtype=dtype)
+    ref = angle_sums(*args, need_grad=True, backend="eager", compute_dtype=dtype)
+    sym = [(m + m.T) for m in (got[1], ref[1])]  # the h-gradient counts each pair once in either place
+    for a, b in ((got[0], ref[0]), (*sym,), (got[2], ref[2])):
+        if not bool(torch.isfinite(a).all()) or float((a - b).abs().max()) > 1e-3 * float(b.abs().max()):
+            raise RuntimeError("the Triton kernel disagrees with the eager kernel")
+    _TRITON_CHECKED.add(key)
 
 
 def angle_hvp(
