@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dt", type=int, default=512, help="teacher width")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
-    ap.add_argument("--backend", default="auto", choices=("auto", "compiled", "eager"))
+    ap.add_argument("--backend", default="auto", choices=("auto", "triton", "compiled", "eager"))
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
