@@ -23,8 +23,10 @@ import os
 import torch
 from torch import Tensor
 
-#: Vertices per block and end points per tile of the Triton kernel.
-BLOCK_A, BLOCK_T = 4, 32
+#: Vertices per block and end points per tile of the Triton kernel, and its warps per
+#: program (a block of 4 x 32 x 32 triplets and its half-dozen temporaries: 32 values per
+#: thread each with 8 warps). Chosen, not tuned: no GPU was at hand to measure.
+BLOCK_A, BLOCK_T, NUM_WARPS = 4, 32, 8
 #: Aim for about this many programs (several per streaming multiprocessor) when splitting
 #: the vertices of each tile pair among programs.
 TARGET_PROGRAMS = 1024
@@ -93,7 +95,7 @@ def triton_angle_sums(
             _kernel()[(n_pairs, n_split)](
                 *mats, pair_i, pair_j, loss, d_h, d_v,
                 n, n, lo, hi, chunk, n_split,
-                NEED_GRAD=need_grad, BLOCK_A=BLOCK_A, BLOCK_T=BLOCK_T,
+                NEED_GRAD=need_grad, BLOCK_A=BLOCK_A, BLOCK_T=BLOCK_T, num_warps=NUM_WARPS,
             )  # fmt: skip
         loss_sum = loss.sum(dtype=torch.float64)
         if not need_grad:
