@@ -82,21 +82,24 @@ def rank_share(n_local: int, rank: int, world_size: int, reduce: Callable[[Tenso
 
 
 def sum_shares(
-    share: TripletShare, loss_sum: Tensor, d_h: Tensor | None, d_r: Tensor | None
+    share: TripletShare, loss_sum: Tensor, d_h: Tensor | None, d_r: Tensor | None, dtype: torch.dtype = torch.float64
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The loss sum (0-d) and ``(N, N)`` accumulators summed over the processes' shares,
-    in this process's row order (float64)."""
+    """The loss sum (0-d) and ``(N, N)`` accumulators summed over the processes' shares, in
+    this process's row order (float64; summed across processes in ``dtype``: the compute
+    dtype, whose rounding the shares carry already)."""
     n = share.size
     with_grad = d_h is not None
-    buf = torch.zeros(1 + (2 * n * n if with_grad else 0), dtype=torch.float64, device=loss_sum.device)
+    buf = torch.empty(1 + (2 * n * n if with_grad else 0), dtype=dtype, device=loss_sum.device)
     buf[0] = loss_sum
     if with_grad:
         pos = share.positions.to(loss_sum.device)
-        rows, cols = pos.unsqueeze(1), pos.unsqueeze(0)
+        order = torch.argsort(pos)  # row of this process at each common position
         common = buf[1:].view(2, n, n)
-        common[0][rows, cols] = d_h.to(torch.float64)
-        common[1][rows, cols] = d_r.to(torch.float64)
+        for k, m in enumerate((d_h, d_r)):
+            common[k].copy_(m.index_select(0, order).index_select(1, order))
     share.reduce(buf)
+    loss = buf[0].to(torch.float64)
     if not with_grad:
-        return buf[0], None, None
-    return buf[0], common[0][rows, cols], common[1][rows, cols]
+        return loss, None, None
+    back = [common[k].index_select(0, pos).index_select(1, pos).to(torch.float64) for k in range(2)]
+    return loss, back[0], back[1]

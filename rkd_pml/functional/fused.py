@@ -87,7 +87,7 @@ class _AllTripletsAngleMean(torch.autograd.Function):
             vertices=None if share is None else (share.start, share.stop),
         )  # fmt: skip
         if share is not None:  # this process's share of the triplets: sum over the processes
-            loss_sum, d_h, d_r_over_d = sum_shares(share, loss_sum, d_h, d_r_over_d)
+            loss_sum, d_h, d_r_over_d = sum_shares(share, loss_sum, d_h, d_r_over_d, compute_dtype)
         if need_grad:
             d_h.div_(norm)
             d_r = d_r_over_d.mul_(s_dist.detach().to(torch.float64)).div_(norm)
