@@ -158,7 +158,8 @@ def main(argv=None) -> int:
                 print(f"| {n} | {p} | {r['error']} | | | |")
                 continue
             base = (r["median_s"], r["cpu_median_s"]) if p == 1 else base
-            ratios = [f"{r[k] / b:.2f}" if base else "-" for k, b in zip(("median_s", "cpu_median_s"), base or (1, 1))]
+            keys = ("median_s", "cpu_median_s")
+            ratios = [f"{r[k] / b:.2f}" if base else "-" for k, b in zip(keys, base or (1, 1))]
             print(
                 f"| {n} | {p} | {r['min_s']:.4f} / {r['median_s']:.4f} | {ratios[0]} "
                 f"| {r['cpu_min_s']:.4f} / {r['cpu_median_s']:.4f} | {ratios[1]} |",

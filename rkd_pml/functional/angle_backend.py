@@ -164,8 +164,8 @@ def wants_triton(backend: str, device: torch.device, dtype: torch.dtype) -> bool
         return True
     if env in ("compiled", "eager"):
         return False
-    key = ("triton", dtype)
-    return dtype == torch.float32 and torch.device(device).type == "cuda" and key not in _FAILURES and triton_supports(device)
+    on_cuda = torch.device(device).type == "cuda"
+    return dtype == torch.float32 and on_cuda and ("triton", dtype) not in _FAILURES and triton_supports(device)
 
 
 def triton_failed(backend: str, device: torch.device, dtype: torch.dtype, exc: BaseException) -> None:

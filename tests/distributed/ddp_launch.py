@@ -15,7 +15,9 @@ def _tail(path: Path, n: int = 3000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
-def run_ranks(worker: Path, world_size: int, out: Path, timeout_s: float, collective_timeout_s: float = 60) -> list[dict]:
+def run_ranks(
+    worker: Path, world_size: int, out: Path, timeout_s: float, collective_timeout_s: float = 60
+) -> list[dict]:
     """Run ``worker --out OUT --rank R --world-size W --init-method file://... --timeout T`` on
     ``world_size`` processes (one thread each); one result dict per rank, each with the run's
     ``wall_s``. Raises AssertionError with the ranks' logs when one fails or the run times out."""
