@@ -1,17 +1,16 @@
 """The Triton kernel of the all-triplets angle term, checked on the CPU with Triton's
 interpreter against the eager kernel in float64 (small batches: the interpreter is slow).
 
-``TRITON_INTERPRET=1`` is set here, before the kernel module (and, where not yet done,
-Triton) is imported; it only matters for ``backend="triton"``: ``"auto"`` picks Triton on
-CUDA only.
+``TRITON_INTERPRET=1`` is set by tests/conftest.py where no NVIDIA GPU is present, before
+anything imports Triton; where it is not set these tests skip (on a GPU the kernel is tested
+on CUDA by the tests marked ``cuda``). It only matters for ``backend="triton"``: ``"auto"``
+picks Triton on CUDA only.
 """
 
 import importlib
 import os
 import sys
 import warnings
-
-os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -27,6 +26,8 @@ from rkd_pml.functional.relations import relations  # noqa: E402
 
 def needs_triton(test):
     """The ``triton`` marker, and a skip where Triton is not installed."""
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    test = pytest.mark.skipif(not interpreted, reason="TRITON_INTERPRET=1 is not set (a GPU is present)")(test)
     return pytest.mark.triton(pytest.mark.skipif(not triton_installed(), reason="Triton is not installed")(test))
 
 
