@@ -21,34 +21,67 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .cli_flags import add_config_flags, config_for
+from .cli_signals import Terminated, terminate_on_sigterm
 
 PROG = "rkd-pml"
 JOBS = ("train-teacher", "train-baseline", "distill")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``rkd-pml: error: ... (see 'rkd-pml COMMAND --help')``."""
+    """argparse with one-line errors: ``rkd-pml: error: ... (see 'rkd-pml COMMAND --help')``.
+
+    A command's parser may get its arguments only when it is used (``add_arguments``), so that
+    ``rkd-pml --help`` imports none of the modules that the commands' flags come from."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
     def error(self, message: str):
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
+    def complete(self) -> "_Parser":
+        """This parser with its arguments added."""
+        add, self.add_arguments = self.add_arguments, None
+        if add is not None:
+            add(self)
+        return self
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+    def parse_known_args(self, args=None, namespace=None):
+        return super(_Parser, self.complete()).parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        return super(_Parser, self.complete()).format_help()
+
+    def format_usage(self) -> str:
+        return super(_Parser, self.complete()).format_usage()
+
+
+def _count(high: int | None = None, what: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from 1 to ``high`` (``what`` says where ``high`` comes from)."""
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < 1 or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected an integer from 1 to {high}{what}, got {value}" if high is not None
+                                             else f"expected an integer >= 1, got {value}")
+        return value
+
+    return count
+
+
+_positive = _count()
 
 
 def _add_runtime(p: argparse.ArgumentParser, threads_default: Any = None) -> None:
+    from .training.config import WORKER_LIMIT, worker_limit
+
     shown = "torch's" if threads_default is None else threads_default
-    p.add_argument("--threads", type=_positive, default=threads_default, metavar="N", help=f"CPU threads for torch (default: {shown})")
+    p.add_argument("--threads", type=_count(worker_limit(), f" ({WORKER_LIMIT})"), default=threads_default, metavar="N",
+                   help=f"CPU threads for torch (default: {shown})")
 
 
 def _job_classes() -> dict[str, type]:
@@ -58,8 +91,9 @@ def _job_classes() -> dict[str, type]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rkd-pml`` parser; each command's arguments are added when that command is parsed
+    or its help shown (see :class:`_Parser`), so ``rkd-pml --help`` loads neither torch nor timm."""
     from . import __version__
-    from .training.demo import DEMO_SETTINGS
 
     parser = _Parser(
         prog=PROG,
@@ -71,61 +105,89 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("demo", help="teacher, triplet baseline and RKD student on the built-in digits; prints Recall@K",
-                       description="Train a teacher (resnet18), a triplet baseline and an RKD-DA student (resnet10t) on "
-                                   "digits 0-4 at 32 px, evaluate Recall@1/2/4/8 on the unseen digits 5-9, print the table "
-                                   "and write the runs, results.json and recall.png to --out.")
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing demo in --out")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    for name, flags in (("epochs", ["--epochs"]), ("iterations_per_epoch", ["--iterations-per-epoch", "--iters"]),
-                        ("batch_size", ["--batch-size"])):
-        p.add_argument(*flags, dest=name, type=_positive, default=None, metavar="N",
-                       help=f"{name.replace('_', ' ')} of each run (default: {DEMO_SETTINGS[name]})")
-    p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default: auto)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    _add_runtime(p, threads_default=1)
+    def command(name: str, add_arguments: Callable[[argparse.ArgumentParser], None], **kwargs: Any) -> None:
+        sub.add_parser(name, **kwargs).add_arguments = add_arguments
 
-    from .training.cache_job import TeacherCacheConfig
-
+    command("demo", _demo_arguments,
+            help="teacher, triplet baseline and RKD student on the built-in digits; prints Recall@K",
+            description="Train a teacher (resnet18), a triplet baseline and an RKD-DA student (resnet10t) on "
+                        "digits 0-4 at 32 px, evaluate Recall@1/2/4/8 on the unseen digits 5-9, print the table "
+                        "and write the runs, results.json and recall.png to --out.")
     cache_help = ("run a teacher once over K augmented views of the training images",
                   "Run a saved teacher once over K augmented views of every training image and store, per view, its "
                   "embedding and the augmentation's parameters (safetensors + a JSON manifest); 'rkd-pml distill "
                   "--teacher-cache DIR' then never runs the teacher and shows the student exactly the view each "
                   "embedding was computed on.")
-    settings_commands = {command: (cls, (cls.__doc__ or "").splitlines()[0], cls.__doc__)
-                         for command, cls in _job_classes().items()}
-    settings_commands["teacher-cache"] = (TeacherCacheConfig, *cache_help)
-    for command, (cls, help_text, description) in settings_commands.items():
-        p = sub.add_parser(command, help=help_text, description=description)
-        p.add_argument("--config", metavar="FILE", help="settings from a JSON (or YAML) file; flags override them")
-        add_config_flags(p, cls)
-        _add_runtime(p)
+    settings_commands = {name: ((cls.__doc__ or "").splitlines()[0], cls.__doc__) for name, cls in _job_classes().items()}
+    settings_commands["teacher-cache"] = cache_help
+    for name, (help_text, description) in settings_commands.items():
+        command(name, _settings_arguments, help=help_text, description=description)
+    command("evaluate", _evaluate_arguments,
+            help="Recall@K of a saved model (or of each model of a demo's runs)",
+            description="Embed the test split (classes unseen in training) with a saved model and report "
+                        "Recall@K and PML's retrieval metrics. Data settings default to the ones the model "
+                        "was trained with.")
+    command("export", _export_arguments,
+            help="write a trained model as a plain timm model (timm's hub layout)",
+            description="Write the model of a run (or a saved model directory) as a plain timm model whose "
+                        "classifier is the embedding head: model.safetensors + config.json, loadable with "
+                        "timm.create_model('local-dir:DIR', pretrained=True) or, uploaded, 'hf-hub:...'.")
+    return parser
 
-    p = sub.add_parser("evaluate", help="Recall@K of a saved model (or of each model of a demo's runs)",
-                       description="Embed the test split (classes unseen in training) with a saved model and report "
-                                   "Recall@K and PML's retrieval metrics. Data settings default to the ones the model "
-                                   "was trained with.")
+
+def _settings_class(command: str) -> type:
+    """The config dataclass of a command that has settings (a training job or teacher-cache)."""
+    if command == "teacher-cache":
+        from .training.cache_job import TeacherCacheConfig
+
+        return TeacherCacheConfig
+    return _job_classes()[command]
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli_flags import bounded
+    from .training.config import MAX_BATCH, MAX_STEPS, TrainConfig
+    from .training.demo import DEMO_SETTINGS
+
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo in --out")
+    p.add_argument("--seed", type=bounded(int, TrainConfig.__dataclass_fields__["seed"]), default=0,
+                   help="random seed (default: 0)")
+    for name, flags, high in (("epochs", ["--epochs"], MAX_STEPS),
+                              ("iterations_per_epoch", ["--iterations-per-epoch", "--iters"], MAX_STEPS),
+                              ("batch_size", ["--batch-size"], MAX_BATCH)):
+        p.add_argument(*flags, dest=name, type=_count(high), default=None, metavar="N",
+                       help=f"{name.replace('_', ' ')} of each run (default: {DEMO_SETTINGS[name]})")
+    p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    _add_runtime(p, threads_default=1)
+
+
+def _settings_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings from a JSON (or YAML) file; flags override them")
+    add_config_flags(p, _settings_class(p.prog.split()[-1]))
+    _add_runtime(p)
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    from .training.config import MAX_BATCH, TrainConfig
+
     p.add_argument("model", metavar="MODEL_DIR", help="a run directory, a saved model directory, or a folder of runs")
-    from .training.config import TrainConfig
-
     add_config_flags(p, TrainConfig, skip=tuple(n for n in TrainConfig.__dataclass_fields__
                                                 if n not in ("dataset", "root", "test_root", "image_size", "in_chans",
                                                              "test_transform", "recall_ks", "device", "num_workers")))
     p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default: test)")
-    p.add_argument("--batch-size", type=_positive, default=256, metavar="N", help="embedding batch size (default: 256)")
+    p.add_argument("--batch-size", type=_count(MAX_BATCH), default=256, metavar="N", help="embedding batch size (default: 256)")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE",
                    help="also write the metrics to FILE as JSON ('-' prints JSON instead of the table)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_runtime(p)
-    p = sub.add_parser("export", help="write a trained model as a plain timm model (timm's hub layout)",
-                       description="Write the model of a run (or a saved model directory) as a plain timm model whose "
-                                   "classifier is the embedding head: model.safetensors + config.json, loadable with "
-                                   "timm.create_model('local-dir:DIR', pretrained=True) or, uploaded, 'hf-hub:...'.")
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="RUN_OR_MODEL", help="a run directory or a saved model directory")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    return parser
 
 
 def _print_results(results: dict[str, Any]) -> None:
@@ -164,6 +226,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    cfg = None
+    if args.command in (*JOBS, "teacher-cache"):  # every setting is checked before torch is even imported
+        cfg = config_for(_settings_class(args.command), args)
+        if hasattr(cfg, "validate"):
+            cfg.validate()
     import torch
 
     if getattr(args, "threads", None):
@@ -184,16 +251,36 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "teacher-cache":
         from .training.cache_job import TeacherCacheConfig, build_cache
 
-        print(f"teacher cache written to {build_cache(config_for(TeacherCacheConfig, args))}")
+        print(f"teacher cache written to {build_cache(cfg)}")
         return 0
-    from .training.jobs import run_job
-    from .training.signals import stop_on_signals
+    from .training.jobs import resolve_device, run_job
 
-    cfg = config_for(_job_classes()[args.command], args)
-    with stop_on_signals():
-        results = run_job(cfg)  # under torchrun: on every process, rank 0 writing
+    _announce(cfg, resolve_device(cfg.device))
+    results = run_job(cfg)  # under torchrun: on every process, rank 0 writing; SIGTERM: see cli_signals
     _print_results(results)
     return 0
+
+
+def _announce(cfg: Any, device: Any) -> None:
+    """One line before a training job starts: its model, budget and device; a warning when the
+    job's full default schedule is about to run on a CPU (hours)."""
+    if _torchrun_rank() > 0:
+        return
+    model = cfg.student if cfg.job == "distill" else cfg.model
+    steps = cfg.epochs * cfg.iterations_per_epoch
+    print(f"{PROG}: {cfg.job}: {model} ({cfg.embedding_dim}-d), {cfg.epochs} epochs x {cfg.iterations_per_epoch} "
+          f"iterations = {steps} steps of {cfg.batch_size} images, on {device}", flush=True)
+    default = type(cfg)()
+    if device.type == "cpu" and (cfg.epochs, cfg.iterations_per_epoch) == (default.epochs, default.iterations_per_epoch):
+        print(f"{PROG}: warning: this is the paper's full schedule ({steps} steps), which takes hours on a CPU; "
+              "for a first try pass smaller --epochs and --iters, or run 'rkd-pml demo'", file=sys.stderr, flush=True)
+
+
+def _loaded_error_classes() -> tuple[type, ...]:
+    """The package's own error classes for bad input whose modules are loaded (one not loaded
+    cannot have been raised; loading it would import torch)."""
+    checkpoint = sys.modules.get("rkd_pml.training.checkpoint")
+    return (checkpoint.CheckpointError,) if checkpoint is not None else ()
 
 
 def _one_line(exc: BaseException, settings: Sequence[str] = ()) -> str:
@@ -209,6 +296,10 @@ def _one_line(exc: BaseException, settings: Sequence[str] = ()) -> str:
 
 def _torchrun_rank() -> int:
     """This process's rank among several started by torchrun; -1 otherwise."""
+    import os
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return -1  # not under torchrun (without importing torch)
     from .distributed.session import torchrun_environment
 
     try:
@@ -234,9 +325,13 @@ def _show_setting_warning(message, category, filename, lineno, file=None, line=N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rkd-pml``; returns the exit status (0 success, 2 usage error)."""
+    with terminate_on_sigterm():  # before anything is read: SIGTERM stops every phase
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .training.checkpoint import CheckpointError
     from .training.signals import TrainingInterrupted
 
     previous = warnings.showwarning
@@ -246,13 +341,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"{PROG}: {_rank_prefix()}{exc}", file=sys.stderr)
         return 143
+    except Terminated:
+        print(f"{PROG}: {_rank_prefix()}stopped by SIGTERM", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; continue the run with the same command and --resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError, CheckpointError, FloatingPointError) as exc:
+    except (ValueError, OSError, FloatingPointError, *_loaded_error_classes()) as exc:
         # FileNotFoundError, FileExistsError and timm's weight errors are OSErrors
-        cls = _job_classes().get(args.command)
-        names = [f for f in getattr(cls, "__dataclass_fields__", {})] if args.command != "evaluate" else []
+        cls = _settings_class(args.command) if args.command in (*JOBS, "teacher-cache") else None
+        names = [f for f in getattr(cls, "__dataclass_fields__", {})]
         parser.exit(2, f"{PROG}: error: {_one_line(exc, names)}\n")
     finally:
         warnings.showwarning = previous
