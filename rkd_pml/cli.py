@@ -262,18 +262,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _announce(cfg: Any, device: Any) -> None:
-    """One line before a training job starts: its model, budget and device; a warning when the
-    job's full default schedule is about to run on a CPU (hours)."""
+    """One line on stdout before a training job starts: its model, budget and device, with a
+    warning when the job's full default schedule is about to run on a CPU (hours)."""
     if _torchrun_rank() > 0:
         return
     model = cfg.student if cfg.job == "distill" else cfg.model
     steps = cfg.epochs * cfg.iterations_per_epoch
-    print(f"{PROG}: {cfg.job}: {model} ({cfg.embedding_dim}-d), {cfg.epochs} epochs x {cfg.iterations_per_epoch} "
-          f"iterations = {steps} steps of {cfg.batch_size} images, on {device}", flush=True)
     default = type(cfg)()
-    if device.type == "cpu" and (cfg.epochs, cfg.iterations_per_epoch) == (default.epochs, default.iterations_per_epoch):
-        print(f"{PROG}: warning: this is the paper's full schedule ({steps} steps), which takes hours on a CPU; "
-              "for a first try pass smaller --epochs and --iters, or run 'rkd-pml demo'", file=sys.stderr, flush=True)
+    slow = device.type == "cpu" and (cfg.epochs, cfg.iterations_per_epoch) == (default.epochs, default.iterations_per_epoch)
+    print(f"{PROG}: {cfg.job}: {model} ({cfg.embedding_dim}-d), {cfg.epochs} epochs x {cfg.iterations_per_epoch} "
+          f"iterations = {steps} steps of {cfg.batch_size} images, on {device}"
+          + ("; warning: this is the paper's full schedule, hours on a CPU (for a first try pass smaller --epochs "
+             "and --iters, or run 'rkd-pml demo')" if slow else ""), flush=True)
 
 
 def _loaded_error_classes() -> tuple[type, ...]:

@@ -60,6 +60,8 @@ MAX_SEED = 2**32 - 1
 MAX_RATE = 10.0
 #: loss weights and margins
 MAX_WEIGHT = 1e6
+#: augmented views per image of a teacher cache
+MAX_VIEWS = 1024
 MIN_WORKER_LIMIT = 4
 WORKER_LIMIT = f"{MIN_WORKER_LIMIT}, or the CPUs this process may use where more"
 
