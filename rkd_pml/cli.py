@@ -23,57 +23,22 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .cli_flags import add_config_flags, config_for
+from .cli_flags import LazyParser, add_config_flags, config_for, count as _count
 from .cli_signals import Terminated, terminate_on_sigterm
 
 PROG = "rkd-pml"
 JOBS = ("train-teacher", "train-baseline", "distill")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``rkd-pml: error: ... (see 'rkd-pml COMMAND --help')``.
-
-    A command's parser may get its arguments only when it is used (``add_arguments``), so that
-    ``rkd-pml --help`` imports none of the modules that the commands' flags come from."""
-
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+class _Parser(LazyParser):
+    """argparse with one-line errors: ``rkd-pml: error: ... (see 'rkd-pml COMMAND --help')``;
+    a command's arguments are added when it is used (see :class:`.cli_flags.LazyParser`)."""
 
     def error(self, message: str):
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
-    def complete(self) -> "_Parser":
-        """This parser with its arguments added."""
-        add, self.add_arguments = self.add_arguments, None
-        if add is not None:
-            add(self)
-        return self
 
-    def parse_known_args(self, args=None, namespace=None):
-        return super(_Parser, self.complete()).parse_known_args(args, namespace)
-
-    def format_help(self) -> str:
-        return super(_Parser, self.complete()).format_help()
-
-    def format_usage(self) -> str:
-        return super(_Parser, self.complete()).format_usage()
-
-
-def _count(high: int | None = None, what: str = "") -> Callable[[str], int]:
-    """An argparse type: an integer from 1 to ``high`` (``what`` says where ``high`` comes from)."""
-    def count(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < 1 or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected an integer from 1 to {high}{what}, got {value}" if high is not None
-                                             else f"expected an integer >= 1, got {value}")
-        return value
-
-    return count
-
-
-_positive = _count()
+_positive = _count()  # an integer >= 1
 
 
 def _add_runtime(p: argparse.ArgumentParser, threads_default: Any = None) -> None:

@@ -10,7 +10,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .training.settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, bound_error, check_bounds, check_value, choices_of, field_types
 
@@ -27,6 +27,42 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def count(high: int | None = None, what: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from 1 to ``high`` (``what`` says where ``high`` comes from)."""
+    def count(text: str) -> int:
+        value = _int(text)
+        if value < 1 or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected an integer from 1 to {high}{what}, got {value}" if high is not None
+                                             else f"expected an integer >= 1, got {value}")
+        return value
+
+    return count
+
+
+class LazyParser(argparse.ArgumentParser):
+    """A parser whose arguments may be added only when it is used: ``add_arguments(parser)`` runs
+    before it parses or formats its help, so that ``rkd-pml --help`` imports none of the modules
+    that the commands' flags come from (torch, timm, PML)."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def complete(self) -> "LazyParser":
+        """This parser with its arguments added."""
+        add, self.add_arguments = self.add_arguments, None
+        if add is not None:
+            add(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super(LazyParser, self.complete()).parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        return super(LazyParser, self.complete()).format_help()
+
+    def format_usage(self) -> str:
+        return super(LazyParser, self.complete()).format_usage()
 
 
 def int_list(text: str) -> tuple[int, ...]:
