@@ -16,19 +16,34 @@ from pathlib import Path
 from rkd_pml.training import DistillConfig, distill, train_teacher
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def last_epoch_decay(epochs: int) -> tuple[int, ...]:
+    """Learning-rate milestones: decay once, before the last epoch (none for a 1-epoch run)."""
+    return (epochs - 1,) if epochs > 1 else ()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="Omniglot folder or .zip")
     parser.add_argument("--out", default="runs/omniglot", help="parent directory of the runs")
     parser.add_argument("--dims", default="8,32", help="student embedding sizes")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=20, help="steps per epoch")
+    parser.add_argument("--epochs", type=_positive, default=5)
+    parser.add_argument("--iters", type=_positive, default=20, help="steps per epoch")
+    parser.add_argument("--image-size", type=_positive, default=32, help="image side in pixels")
+    parser.add_argument("--batch-size", type=_positive, default=64)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
     common = dict(
-        dataset="omniglot", root=args.root, image_size=32, epochs=args.epochs, iterations_per_epoch=args.iters,
-        batch_size=64, lr=1e-3, lr_milestones=(args.epochs - 1,), overwrite=args.overwrite, progress=False,
+        dataset="omniglot", root=args.root, image_size=args.image_size, epochs=args.epochs,
+        iterations_per_epoch=args.iters, batch_size=args.batch_size, lr=1e-3,
+        lr_milestones=last_epoch_decay(args.epochs), overwrite=args.overwrite, progress=False,
     )
 
     teacher = train_teacher(model="resnet18", embedding_dim=64, out=str(out / "teacher"), **common)

@@ -75,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("demo", _demo_arguments,
             help="teacher, triplet baseline and RKD student on the built-in digits; prints Recall@K",
-            description="Train a teacher (resnet18), a triplet baseline and an RKD-DA student (resnet10t) on "
-                        "digits 0-4 at 32 px, evaluate Recall@1/2/4/8 on the unseen digits 5-9, print the table "
-                        "and write the runs, results.json and recall.png to --out.")
+            description="Train a teacher (resnet18), then a triplet baseline and an RKD-DA student (resnet10t) "
+                        "for each of --seeds seeds, on digits 0-4 at 32 px; evaluate Recall@1/2/4/8 on the unseen "
+                        "digits 5-9, print the table (students: mean and std over seeds) and the RKD-minus-"
+                        "baseline difference per seed, and write the runs, results.json and recall.png to --out.")
     cache_help = ("run a teacher once over K augmented views of the training images",
                   "Run a saved teacher once over K augmented views of every training image and store, per view, its "
                   "embedding and the augmentation's parameters (safetensors + a JSON manifest); 'rkd-pml distill "
@@ -91,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="Recall@K of a saved model (or of each model of a demo's runs)",
             description="Embed the test split (classes unseen in training) with a saved model and report "
                         "Recall@K and PML's retrieval metrics. Data settings default to the ones the model "
-                        "was trained with.")
+                        "was trained with. Given a folder of runs, every model in it is evaluated; the runs "
+                        "that were skipped (not finished) or could not be evaluated are named at the end "
+                        "(exit status 1 when one could not be evaluated).")
     command("export", _export_arguments,
             help="write a trained model as a plain timm model (timm's hub layout)",
             description="Write the model of a run (or a saved model directory) as a plain timm model whose "
@@ -117,12 +120,14 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo in --out")
     p.add_argument("--seed", type=bounded(int, TrainConfig.__dataclass_fields__["seed"]), default=0,
-                   help="random seed (default: 0)")
+                   help="random seed of the teacher and of the first students (default: 0)")
     for name, flags, high in (("epochs", ["--epochs"], MAX_STEPS),
                               ("iterations_per_epoch", ["--iterations-per-epoch", "--iters"], MAX_STEPS),
                               ("batch_size", ["--batch-size"], MAX_BATCH)):
         p.add_argument(*flags, dest=name, type=_count(high), default=None, metavar="N",
                        help=f"{name.replace('_', ' ')} of each run (default: {DEMO_SETTINGS[name]})")
+    p.add_argument("--seeds", type=_count(100), default=None, metavar="N",
+                   help=f"student seeds: a baseline and an RKD student for each (default: {DEMO_SETTINGS['seeds']})")
     p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_runtime(p, threads_default=1)
@@ -135,12 +140,10 @@ def _settings_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    from .training.config import MAX_BATCH, TrainConfig
+    from .training.config import MAX_BATCH
 
     p.add_argument("model", metavar="MODEL_DIR", help="a run directory, a saved model directory, or a folder of runs")
-    add_config_flags(p, TrainConfig, skip=tuple(n for n in TrainConfig.__dataclass_fields__
-                                                if n not in ("dataset", "root", "test_root", "image_size", "in_chans",
-                                                             "test_transform", "recall_ks", "device", "num_workers")))
+    _add_evaluate_data_flags(p)
     p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default: test)")
     p.add_argument("--batch-size", type=_count(MAX_BATCH), default=256, metavar="N", help="embedding batch size (default: 256)")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE",
@@ -152,7 +155,37 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="RUN_OR_MODEL", help="a run directory or a saved model directory")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out folder written by an earlier export (never any other folder, a run "
+                        "or a folder in use)")
+
+
+#: ``evaluate``'s data flags: the training settings' flags, with help about the evaluated model.
+EVALUATE_FLAGS = {
+    "dataset": "data set to evaluate on (default: the one the model was trained on)",
+    "root": "where the data set lives, a folder or omniglot's .zip (default: the model's, when --dataset is the "
+            "data set it was trained on)",
+    "test_root": "folder data: a separate folder of test classes (default: the model's, when --dataset is the data "
+                 "set it was trained on)",
+    "image_size": "image side in pixels (default: the model's training size)",
+    "in_chans": "input channels: 3 (RGB) or 1 (grey) (default: the model's)",
+    "test_transform": "paper = resize to S*256/224, centre crop; timm = timm's eval transform (default: the model's)",
+    "recall_ks": "Ks of Recall@K (default: the model's, on its data set; else 1,2,4,8, sop: 1,10,100,1000)",
+    "num_workers": "data-loading worker processes (default: 0)",
+    "device": "cpu, cuda, cuda:N, mps or auto (CUDA when available) (default: auto)",
+}
+
+
+def _add_evaluate_data_flags(p: argparse.ArgumentParser) -> None:
+    """The data flags of the training settings (same names, types and choices), described for
+    a model being evaluated instead of one being trained."""
+    from .training.config import TrainConfig
+
+    add_config_flags(p, TrainConfig, skip=tuple(n for n in TrainConfig.__dataclass_fields__ if n not in EVALUATE_FLAGS))
+    group = p._action_groups[-1]  # the group add_config_flags made
+    group.title = "data settings (defaults: those the model was trained with, else the data set's)"
+    for action in group._group_actions:
+        action.help = EVALUATE_FLAGS[action.dest].replace("%", "%%")
 
 
 def _print_results(results: dict[str, Any]) -> None:
@@ -167,27 +200,46 @@ def _print_results(results: dict[str, Any]) -> None:
     print(f"model: {results['model_dir']}\nresults: {Path(results['run_dir']) / 'results.json'}")
 
 
+def _print_metrics(values: dict[str, float]) -> None:
+    for metric, value in values.items():
+        scaled = metric.startswith("recall@") or metric.endswith(("_at_1", "precision", "_at_r"))
+        print(f"{metric:<30} {100 * value:.2f}" if scaled else f"{metric:<30} {value:.4f}")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    """Each model under ``args.model`` evaluated and printed as it comes; then one line per model
+    that was skipped or could not be evaluated. Exit 1 when one could not be evaluated. With
+    ``--json -`` stdout holds the JSON only (every message goes to stderr)."""
+    import contextlib
+
     from .files import atomic_write_text
-    from .training.evaluate_job import evaluate_all
+    from .training.evaluate_job import evaluate_each
 
     kwargs = {k: getattr(args, k, None) for k in ("dataset", "root", "test_root", "image_size", "in_chans", "test_transform")}
-    metrics = evaluate_all(args.model, split=args.split, ks=getattr(args, "recall_ks", None), batch_size=args.batch_size,
-                           device=getattr(args, "device", "auto"), progress=args.progress,
-                           num_workers=getattr(args, "num_workers", 0), **kwargs)
-    shown = next(iter(metrics.values())) if len(metrics) == 1 else metrics
+    to_stdout = args.json_out != "-"
+    metrics, problems = {}, []
+    with contextlib.redirect_stdout(sys.stdout if to_stdout else sys.stderr):
+        for outcome in evaluate_each(args.model, split=args.split, ks=getattr(args, "recall_ks", None),
+                                     batch_size=args.batch_size, device=getattr(args, "device", "auto"),
+                                     progress=args.progress, num_workers=getattr(args, "num_workers", 0), **kwargs):
+            if outcome.metrics is None:
+                problems.append(outcome)
+                continue
+            metrics[outcome.name] = outcome.metrics
+            if to_stdout:
+                if outcome.name != Path(args.model).name:  # a folder of runs
+                    print(f"== {outcome.name}")
+                _print_metrics(outcome.metrics)
+                sys.stdout.flush()
+    shown = metrics[Path(args.model).name] if list(metrics) == [Path(args.model).name] and not problems else metrics
     if args.json_out == "-":
         print(json.dumps(shown, indent=2))
-        return 0
-    for name, values in metrics.items():
-        if len(metrics) > 1:
-            print(f"== {name}")
-        for metric, value in values.items():
-            scaled = metric.startswith("recall@") or metric.endswith(("_at_1", "precision", "_at_r"))
-            print(f"{metric:<30} {100 * value:.2f}" if scaled else f"{metric:<30} {value:.4f}")
-    if args.json_out:
+    elif args.json_out:
         atomic_write_text(args.json_out, json.dumps(shown, indent=2) + "\n")
-    return 0
+    for outcome in problems:
+        what = f"skipped: {outcome.skipped}" if outcome.skipped else f"could not be evaluated: {outcome.error}"
+        print(f"{PROG}: {Path(args.model) / outcome.name}: {what}", file=sys.stderr)
+    return 1 if any(o.error for o in problems) else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -203,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .training.demo import demo
 
-        settings = {k: getattr(args, k) for k in ("epochs", "iterations_per_epoch", "batch_size") if getattr(args, k) is not None}
+        settings = {k: getattr(args, k) for k in ("epochs", "iterations_per_epoch", "batch_size", "seeds") if getattr(args, k) is not None}
         demo(out=args.out, overwrite=args.overwrite, device=args.device, seed=args.seed, progress=args.progress, **settings)
         return 0
     if args.command == "evaluate":

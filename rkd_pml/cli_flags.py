@@ -197,11 +197,15 @@ def apply_flags(config: Any, given: dict[str, Any]) -> Any:
 
 def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = None) -> Any:
     """The job's config: defaults; a ``--config`` file; with ``--resume``, the saved run's
-    settings instead; then the flags given on the command line."""
+    settings instead, the file's values then applied like flags (so a setting that differs from
+    the run's is refused, as the same flag is); then the flags given on the command line."""
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names}
+    from_file: dict[str, Any] = {}
     if getattr(args, "config", None):
-        config = cls.from_dict(read_config_file(args.config), f"--config {args.config}")
+        data = read_config_file(args.config)
+        config = cls.from_dict(data, f"--config {args.config}")
+        from_file = {k: getattr(config, k) for k in data if k in names}
     else:
         config = cls()
     if given.get("resume"):
@@ -216,7 +220,8 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
         config = config_from_dict(run.read_config(), str(run.config_path))
         if not isinstance(config, cls):
             raise ValueError(f"{out} holds a {config.job!r} run, not a {cls.job!r} run")
-        given["out"] = str(out)
+        # the file's settings count as flags: a runtime one applies, another that differs is refused
+        given = {**from_file, **given, "out": str(out)}
     config = apply_flags(config, given)
     check_bounds(config)
     return config

@@ -12,13 +12,16 @@ import math
 import os
 import zipfile
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..files import one_line
+
+if TYPE_CHECKING:
+    from .decoded import DecodedImages
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -69,13 +72,26 @@ class ImageDataset(Dataset):
             image = self.transform(image)
         return image, int(self.labels[index])
 
-    def check_images(self, progress: bool = False) -> None:
+    def check_images(self, progress: bool = False, keep: bool = False) -> None:
         """Decode every image once (no transform): a corrupt or missing file is a one-line error
-        naming it now, not when training reaches it."""
+        naming it now, not when training reaches it. With ``keep``, the decoded pixels are kept
+        (:meth:`decoded`) instead of decoded again for the fast input pipeline."""
+        if keep:
+            self.decoded(progress)
+            return
         from tqdm.auto import tqdm
 
         for sample in tqdm(self.samples, desc=f"checking {self.name or 'images'}", disable=not progress, leave=False):
             self.reader(sample)
+
+    def decoded(self, progress: bool = False) -> "DecodedImages":
+        """Every image decoded once, as uint8 arrays in memory (built on the first call, then kept):
+        :class:`~rkd_pml.data.decoded.DecodedImages`."""
+        from .decoded import DecodedImages
+
+        if getattr(self, "_decoded", None) is None:
+            self._decoded = DecodedImages.build(self, progress=progress)
+        return self._decoded
 
     @property
     def num_classes(self) -> int:

@@ -1,14 +1,17 @@
 """Class-balanced batches of a training run, reproducible per epoch, and the validation split.
 
 The batches of epoch ``e`` depend only on ``(seed, e)`` (PML's MPerClassSampler drawing from
-a generator seeded with both), so a resumed run sees the batches an uninterrupted one would.
+a generator seeded with both), the augmentation of each item on ``(seed, e, batch, row)`` and
+the random draws of a training step on ``(seed, e, step, rank)`` (:func:`seeded_random`), so a
+resumed run sees the batches and draws what an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +26,14 @@ DEFAULT_M_PER_CLASS = 4
 def epoch_seed(seed: int, epoch: int) -> int:
     """A seed for epoch ``epoch`` of a run seeded ``seed``."""
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """The seed of the random draws of training step ``step`` (1-based) of ``epoch`` on process
+    ``rank`` (the miner's, dropout's...; see :func:`seeded_random`): a function of the position
+    alone, so a resumed run draws what an uninterrupted one would."""
+    entropy = [int(seed), 0x53544550, int(epoch), int(step), int(rank)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] % 2**63)
 
 
 def choose_m_per_class(labels: Sequence[int], batch_size: int, preferred: int = DEFAULT_M_PER_CLASS) -> int:
@@ -87,6 +98,33 @@ def epoch_batches(
     return batches if world_size == 1 else [b[rank * share : (rank + 1) * share] for b in batches]
 
 
+@contextlib.contextmanager
+def seeded_random(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch's generator (CPU, and ``device``'s when it is a GPU), NumPy's global generator
+    (which PML's miners and samplers use) and Python's ``random`` with ``seed`` for the block,
+    and restore what they were after: what the block draws depends only on ``seed``, and the
+    block leaves the process's streams as it found them."""
+    import random
+
+    gpu = device is not None and device.type == "cuda"
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if gpu else None
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[index] if gpu else []):
+        torch.default_generator.manual_seed(seed)
+        if gpu:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        elif device is not None and device.type != "cpu":
+            torch.manual_seed(seed)  # another accelerator (MPS...): seeded, not restored
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 class SeededItems(Dataset):
     """``dataset`` indexed by ``(index, seed)``: the item is drawn with torch's, NumPy's and
     Python's generators seeded ``seed`` (and restored after), so its augmentation depends only on
@@ -100,19 +138,25 @@ class SeededItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
-        import random
-
         index, seed = key
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
+        with seeded_random(seed):
+            return self.dataset[index]
+
+
+class EpochItems(Dataset):
+    """A data set with ``set_epoch`` (a :class:`~rkd_pml.data.teacher_cache.CachedViews`) indexed
+    by ``(index, epoch)``, so the view of each item follows the epoch in worker processes too."""
+
+    def __init__(self, views: Any):
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, epoch = key
+        self.views.set_epoch(epoch)
+        return self.views[index]
 
 
 def seed_items(batches: list[list[int]], seed: int, epoch: int) -> list[list[tuple[int, int]]]:
@@ -142,11 +186,15 @@ class EpochBatches:
         return len(self.batches)
 
 
-def make_loader(dataset: Dataset, batches: Any, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+def make_loader(dataset: Dataset, batches: Any, num_workers: int = 0, pin_memory: bool = False,
+                seed: int = 0) -> DataLoader:
     """A DataLoader over fixed batches (of indices, or of ``(index, seed)`` pairs for
-    :class:`SeededItems`); with workers, they persist across epochs (give an :class:`EpochBatches`)."""
+    :class:`SeededItems`); with workers, they persist across epochs (give an :class:`EpochBatches`).
+
+    It draws its workers' base seed from its own generator, seeded ``seed``, never from torch's
+    global one: starting an epoch's iteration leaves the process's random stream untouched."""
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(int(seed)))
 
 
 def split_validation(train_set: Any, test_transform: Any, fraction: float, seed: int):

@@ -10,8 +10,9 @@ student see the same view (consistency, Beyer et al. 2022) and the teacher costs
 during training. With ``K`` views the student sees at most ``K`` distinct augmentations per
 image instead of a fresh one each epoch.
 
-Files: see :mod:`~rkd_pml.data.teacher_cache_format`. Reading: see
-:mod:`~rkd_pml.data.teacher_cache_reader`.
+Files: see :mod:`~rkd_pml.data.teacher_cache_format`; which folders a build may write or
+replace, and its lock: :mod:`~rkd_pml.data.teacher_cache_folder`. Reading (every field of the
+files checked): :mod:`~rkd_pml.data.teacher_cache_reader`, :mod:`~rkd_pml.data.teacher_cache_schema`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..files import WriteError, atomic_write_text
+from .teacher_cache_folder import CacheFolder
 from .teacher_cache_format import (
     MANIFEST_NAME,
     SAMPLES_NAME,
@@ -38,11 +41,9 @@ from .teacher_cache_format import (
     FORMAT,
     FORMAT_VERSION,
     StreamedSafetensors,
-    atomic_write_text,
     dataset_fingerprint,
     dataset_records,
     package_version,
-    prepare_dir,
     read_image,
     teacher_identity,
     unwrap,
@@ -98,6 +99,7 @@ def build_teacher_cache(
     num_workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
     teacher_source: str | None = None,
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
 ) -> Path:
     """Run ``teacher`` once over ``K = views`` views of every image of ``dataset``; write the cache.
 
@@ -106,7 +108,9 @@ def build_teacher_cache(
         dataset: the training ``ImageDataset`` (its images are read without its transform).
         views: K, the views per image (1 for ``train_transform="none"``: view 0 is then the
             plain test-transformed image).
-        out_dir: the cache directory (created; an existing cache is refused unless ``overwrite``).
+        out_dir: the cache directory (created; an existing cache is refused unless ``overwrite``;
+            any other non-empty folder, an input or a folder another build is writing is
+            refused: see :mod:`~rkd_pml.data.teacher_cache_folder`).
         seed: view ``k`` of image ``n`` is drawn with ``random.Random(view_seed(seed, n, k))``,
             so a cache with more views extends one with fewer.
         batch_size: views per teacher forward (whole images: ``max(1, batch_size // K)`` each).
@@ -118,6 +122,8 @@ def build_teacher_cache(
         autocast_dtype: e.g. ``torch.bfloat16`` to run the teacher under autocast (faster,
             the embeddings then differ from float32 ones by bfloat16 rounding; recorded).
         teacher_source: where the teacher came from (its directory), recorded.
+        inputs: further paths the cache must not be written over, by description
+            (``{"the teacher run": dir}``); ``teacher_source`` and ``root`` are always protected.
 
     Returns the cache directory. Embeddings are stored as float32 ``(N, K, Dt)``, params as
     float32 ``(N, K, 5)`` = (top, left, height, width, flip).
@@ -138,44 +144,60 @@ def build_teacher_cache(
     device = torch.device(device)
     model = unwrap(teacher).to(device).eval()
     manifest = _manifest(model, dataset, view, views, seed, root, autocast_dtype, teacher_source)
-    out = prepare_dir(out_dir, overwrite)
-    n = len(keys)
+    protected = {"the teacher": teacher_source, "the data root": root, **(inputs or {})}
+    folder = CacheFolder.prepare(out_dir, overwrite, protected)
+    try:
+        _write_cache(folder, model, dataset, view, views, seed, batch_size, device, progress, num_workers,
+                     autocast_dtype, manifest, keys, classes)  # fmt: skip
+    except BaseException:
+        folder.abandon()
+        raise
+    folder.finish()
+    return folder.path
+
+
+def _write_cache(folder, model, dataset, view, views, seed, batch_size, device, progress, num_workers,
+                 autocast_dtype, manifest, keys, classes) -> None:  # fmt: skip
+    """Render, run the teacher and write the files of the cache into the locked ``folder``."""
+    out, n = folder.path, len(keys)
     loader = DataLoader(
         _RenderedViews(dataset, view, views, seed),
         batch_size=max(1, int(batch_size) // views),
         num_workers=num_workers,
         shuffle=False,
     )
-    partial = out / f".{TENSORS_NAME}.partial"
+    partial = folder.partial
     writer: StreamedSafetensors | None = None
     amp = (
         torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     )
-    try:
-        with tqdm(total=n * views, desc="teacher cache", unit="view", disable=not progress, dynamic_ncols=True) as bar:
-            for images, params, index in loader:
-                b = images.shape[0]
-                with torch.inference_mode(), amp:
-                    emb = model(images.flatten(0, 1).to(device))
-                emb = emb.float().reshape(b, views, -1).cpu().numpy()
-                if writer is None:
-                    manifest["embedding_dim"] = int(emb.shape[-1])
-                    shapes = {"embeddings": (n, views, emb.shape[-1]), "params": (n, views, len(PARAM_NAMES))}
+    with tqdm(total=n * views, desc="teacher cache", unit="view", disable=not progress, dynamic_ncols=True) as bar:
+        for images, params, index in loader:
+            b = images.shape[0]
+            with torch.inference_mode(), amp:
+                emb = model(images.flatten(0, 1).to(device))
+            emb = emb.float().reshape(b, views, -1).cpu().numpy()
+            if writer is None:
+                manifest["embedding_dim"] = int(emb.shape[-1])
+                shapes = {"embeddings": (n, views, emb.shape[-1]), "params": (n, views, len(PARAM_NAMES))}
+                size = 4 * n * views * (emb.shape[-1] + len(PARAM_NAMES))
+                try:
                     writer = StreamedSafetensors(partial, shapes, {"format": "pt", "content": FORMAT})
-                start, stop = int(index[0]), int(index[-1]) + 1
-                writer.arrays["embeddings"][start:stop] = emb
-                writer.arrays["params"][start:stop] = params.numpy()
-                bar.update(b * views)
-        assert writer is not None
+                except OSError as exc:
+                    raise WriteError(out, exc, "teacher cache", f"its tensors need {size / 2**20:.1f} MiB") from None
+            start, stop = int(index[0]), int(index[-1]) + 1
+            writer.arrays["embeddings"][start:stop] = emb
+            writer.arrays["params"][start:stop] = params.numpy()
+            bar.update(b * views)
+    assert writer is not None
+    try:
         writer.close()
-        os.replace(partial, out / TENSORS_NAME)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    except OSError as exc:
+        raise WriteError(out, exc, "teacher cache") from None
+    os.replace(partial, out / TENSORS_NAME)
     atomic_write_text(out / SAMPLES_NAME, json.dumps({"samples": keys, "classes": classes}) + "\n")
     manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    return out
 
 
 def expectation(
@@ -239,7 +261,7 @@ def build_teacher_cache_from_saved(
     return build_teacher_cache(
         model, train_set, views, out, seed=seed, batch_size=batch_size, device=device, progress=progress,
         overwrite=overwrite, root=root, num_workers=num_workers, autocast_dtype=autocast_dtype,
-        teacher_source=str(teacher_dir),
+        teacher_source=str(teacher_dir), inputs={"the teacher run": teacher},
     )  # fmt: skip
 
 

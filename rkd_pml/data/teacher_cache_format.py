@@ -5,21 +5,23 @@ A cache directory holds::
     cache.safetensors   "embeddings" float32 (N, K, Dt), "params" float32 (N, K, 5)
     samples.json        {"samples": [key of each image], "classes": [class of each image]}
     manifest.json       what the cache was built from (written last: no manifest, no cache)
+    .rkd-pml-cache      the marker: a cache of this package (see teacher_cache_folder)
 
-``cache.safetensors`` is written in place through a NumPy memory map (the header first, then
-row blocks), so ``N x K x Dt`` never has to fit in memory; it is a plain safetensors file
-(``safetensors.safe_open(path, framework="pt")`` reads slices of it lazily).
+``cache.safetensors`` is written in place through a NumPy memory map (the header first, the
+file's disk space reserved, then row blocks), so ``N x K x Dt`` never has to fit in memory; it
+is a plain safetensors file (``safetensors.safe_open(path, framework="pt")`` reads slices of it
+lazily).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import struct
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,10 +67,12 @@ class StreamedSafetensors:
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes
         self.path = Path(path)
+        self.nbytes = 8 + len(text) + offset
         with open(self.path, "wb") as f:
             f.write(struct.pack("<Q", len(text)))
             f.write(text)
-            f.truncate(8 + len(text) + offset)  # sparse until written
+            f.flush()
+            allocate(f.fileno(), self.nbytes)
         base = 8 + len(text)
         self.arrays = {
             name: np.memmap(self.path, dtype="<f4", mode="r+", offset=base + spans[name], shape=tuple(shapes[name]))
@@ -81,36 +85,26 @@ class StreamedSafetensors:
         self.arrays = {}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def prepare_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Create ``out_dir``; refuse an existing cache (or other non-empty directory) unless ``overwrite``.
-
-    With ``overwrite`` only the cache's own files are removed (the manifest first).
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"out_dir {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            what = "a teacher cache" if (out / MANIFEST_NAME).exists() else "a non-empty directory"
-            raise FileExistsError(f"out_dir {out} is {what}; pass overwrite=True (--overwrite) to replace it")
-        for name in (MANIFEST_NAME, TENSORS_NAME, SAMPLES_NAME):
-            if (out / name).exists():
-                (out / name).unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def allocate(fd: int, size: int) -> None:
+    """Reserve the disk space of the first ``size`` bytes of the file ``fd`` (after what is
+    written). A write through a memory map to a disk that is full kills the process (SIGBUS);
+    with the space reserved first, a full disk is an ``OSError`` (ENOSPC) here instead."""
+    start = os.fstat(fd).st_size
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, size)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+                raise
+    zeros = memoryview(bytes(1 << 20))  # no preallocation on this file system: write the zeros
+    offset = start
+    while offset < size:
+        written = os.pwrite(fd, zeros[: min(len(zeros), size - offset)], offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        offset += written
 
 
 # --------------------------------------------------------------------------- identities
@@ -219,20 +213,6 @@ def mismatches(manifest: Mapping[str, Any], expect: Mapping[str, Any]) -> list[s
         elif not _same(built, wanted):
             out.append(f"cache was built with {key} {_fmt(built)}, this run uses {_fmt(wanted)}")
     return out
-
-
-def check_manifest(manifest: Any, file: Path) -> dict[str, Any]:
-    """A parsed manifest, checked for format and version."""
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f'{file}: not a teacher cache manifest (no "format": "{FORMAT}")')
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(
-            f"{file}: format version {manifest['format_version']} is newer than this package's {FORMAT_VERSION}"
-        )
-    missing = [k for k in ("views", "num_images", "embedding_dim", "view", "teacher", "dataset") if k not in manifest]
-    if missing:
-        raise ValueError(f"{file}: manifest lacks {', '.join(missing)}")
-    return manifest
 
 
 def image_size_value(size: Sequence[int]) -> int | list[int]:

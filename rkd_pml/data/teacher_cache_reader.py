@@ -20,16 +20,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..files import one_line
 from .teacher_cache_format import (
     MANIFEST_NAME,
     SAMPLES_NAME,
     TENSORS_NAME,
-    check_manifest,
     dataset_records,
     image_size_value,
     mismatches,
     read_image,
 )
+from .teacher_cache_schema import read_manifest, read_params, read_samples
 from .views import View, build_view, view_of
 
 
@@ -49,7 +50,10 @@ class TeacherCache:
         self.params = params
         self.num_images, self.views = int(manifest["num_images"]), int(manifest["views"])
         self.embedding_dim = int(manifest["embedding_dim"])
-        self.view = view_from_description(manifest["view"])
+        try:
+            self.view = view_from_description(manifest["view"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f'{path / MANIFEST_NAME}: key "view": {one_line(exc)}') from None
         self._handle: Any = None
         self._pid: int | None = None
 
@@ -65,25 +69,14 @@ class TeacherCache:
                 f"{file}: missing: {path} is not a teacher cache (or its build did not finish); "
                 "build one with build_teacher_cache / rkd-pml teacher-cache"
             )
-        try:
-            manifest = check_manifest(json.loads(file.read_text()), file)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{file}: not valid JSON ({exc})") from exc
+        manifest = read_manifest(file)
         if expect:
             problems = mismatches(manifest, expect)
             if problems:
                 raise ValueError(f"teacher cache {path} does not match this run: " + "; ".join(problems))
-        samples = json.loads((path / SAMPLES_NAME).read_text())
-        params = _read_tensor(path / TENSORS_NAME, "params").numpy()
-        shape = (int(manifest["num_images"]), int(manifest["views"]))
-        if params.shape[:2] != shape or len(samples["samples"]) != shape[0]:
-            raise ValueError(f"{path}: files do not agree with {MANIFEST_NAME} (N, K) = {shape}")
-        cache = cls(path, manifest, list(samples["samples"]), list(samples["classes"]), params)
-        emb_shape = list(cache._embeddings().get_shape())
-        if emb_shape != [*shape, cache.embedding_dim]:
-            expected = [*shape, cache.embedding_dim]
-            raise ValueError(f"{path / TENSORS_NAME}: embeddings {emb_shape}, manifest says {expected}")
-        return cache
+        keys, classes = read_samples(path / SAMPLES_NAME, manifest["num_images"])
+        params = read_params(path / TENSORS_NAME, manifest)
+        return cls(path, manifest, keys, classes, params)
 
     # ------------------------------------------------------------------ reading
     def _embeddings(self) -> Any:
@@ -229,15 +222,3 @@ def view_from_description(desc: Mapping[str, Any]) -> View:
     if json.loads(json.dumps(view.describe())) != json.loads(json.dumps(dict(desc))):
         raise ValueError(f"cannot rebuild the view {dict(desc)} with this package (got {view.describe()})")
     return view
-
-
-def _read_tensor(file: Path, name: str) -> Tensor:
-    from safetensors import safe_open
-
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: missing (the teacher cache's tensors)")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            return f.get_tensor(name)
-    except Exception as exc:
-        raise ValueError(f"{file}: cannot read tensor {name!r} (corrupt or truncated?): {exc}") from exc

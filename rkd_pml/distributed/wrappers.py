@@ -17,6 +17,10 @@ indices refer to it (a plain miner would mine the local rows only).
 * Every rank must bring the same number of rows (PML gathers with equal-size buffers; with
   unequal sizes gloo aborts the process). The wrappers returned here compare the sizes first and
   raise the same ``ValueError`` on every rank.
+* The all-triplets angle term is not repeated on every process: each one evaluates the
+  triplets whose vertex is one of its own rows and the shares are summed (one all-reduce of
+  ``1 + 2 N^2`` numbers in the forward pass), which gives every process the global loss and
+  gradient for ``1 / W`` of the ``N^3`` work.
 * The miner wrapper, like the loss wrapper, falls back to the plain miner (with a warning) when
   no process group is initialised, instead of failing in ``get_world_size()``.
 """
@@ -29,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .._pml import BaseMiner, DistributedLossWrapper, DistributedMinerWrapper, is_distributed
+from ..functional.angle_share import rank_share, sharing_triplets
 
 __all__ = [
     "RKDDistributedLossWrapper",
@@ -75,7 +80,11 @@ def check_equal_batch_sizes(embeddings: Tensor, ref_emb: Tensor | None = None) -
 
 
 class RKDDistributedLossWrapper(DistributedLossWrapper):
-    """PML's ``DistributedLossWrapper`` with ``efficient=False`` and a batch-size check."""
+    """PML's ``DistributedLossWrapper`` with ``efficient=False``, a batch-size check and the
+    all-triplets angle term shared out: every process evaluates the triplets whose vertex is
+    one of its own rows, and the loss sums and ``N x N`` gradients of the shares are summed
+    across the processes (:mod:`rkd_pml.functional.angle_share`). Loss and gradients are those
+    of the whole global batch; each process does ``1 / W`` of the angle work."""
 
     def __init__(self, loss):
         super().__init__(loss, efficient=False)
@@ -91,6 +100,18 @@ class RKDDistributedLossWrapper(DistributedLossWrapper):
     ):
         check_equal_batch_sizes(embeddings, ref_emb)
         return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask)
+
+    def forward_regular_loss(self, emb, labels, indices_tuple, ref_emb, ref_labels, world_size):
+        if world_size <= 1:
+            return super().forward_regular_loss(emb, labels, indices_tuple, ref_emb, ref_labels, world_size)
+        # PML gathers this process's rows first, then the others' in rank order.
+        share = rank_share(emb.shape[0], torch.distributed.get_rank(), world_size, _all_reduce_sum, emb.device)
+        with sharing_triplets(share):
+            return super().forward_regular_loss(emb, labels, indices_tuple, ref_emb, ref_labels, world_size)
+
+
+def _all_reduce_sum(buf: Tensor) -> None:
+    torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
 
 
 class RKDDistributedMinerWrapper(DistributedMinerWrapper):

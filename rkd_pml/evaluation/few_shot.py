@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..losses.inputs import check_embeddings
 from .evaluate import _model_device, embed
 
 #: Episodes are scored in chunks of about this many query-prototype-dimension products.
@@ -124,7 +125,8 @@ def few_shot_accuracy_from_embeddings(
 
     Returns ``{"accuracy", "ci95", "std", "ways", "shots", "queries", "episodes", "seed"}``
     (``ci95`` is NaN for a single episode) and, with ``return_episodes``, the per-episode
-    accuracies as ``"episode_accuracies"`` (a float64 tensor ``(episodes,)``).
+    accuracies as ``"episode_accuracies"`` (a float64 tensor ``(episodes,)``). Embeddings
+    with NaN or Inf values are refused (ValueError): they have no nearest prototype.
     """
     embeddings = torch.as_tensor(embeddings)
     labels = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)).reshape(-1)
@@ -133,8 +135,7 @@ def few_shot_accuracy_from_embeddings(
             "expected embeddings (N, D) and labels (N,), "
             f"got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
         )
-    if not embeddings.is_floating_point():
-        raise TypeError(f"embeddings must be floating point, got {embeddings.dtype}")
+    check_embeddings(embeddings, "embeddings")  # floating, non-empty, finite
     index = torch.from_numpy(sample_episodes(labels, ways, shots, queries, episodes, seed))
     index = index.to(embeddings.device)
     per_class = shots + queries

@@ -1,6 +1,9 @@
-"""Which kernel evaluates the all-triplets angle loss: ``torch.compile``-fused or eager.
+"""Which kernel evaluates the all-triplets angle loss: Triton, ``torch.compile``-fused or eager.
 
-The compiled kernel is built once per (device type, dtype, tile size, kind), validated
+On CUDA, ``backend="auto"`` uses the Triton kernel (:mod:`rkd_pml.functional.angle_triton`)
+for float32 arithmetic: it is checked against the eager kernel on its first use per device,
+and a failure is remembered for the life of the process (with one warning; the compiled or
+eager kernel takes over). The compiled kernel is built once per (device type, dtype, tile size, kind), validated
 against the eager kernel on random data, and a failure is remembered for the life of the
 process (``backend="auto"`` then falls back to the eager kernel with one warning).
 """
@@ -16,11 +19,12 @@ import torch
 from torch import Tensor
 
 from .angle_kernels import block_eager, fused_loss, fused_loss_grad
+from .angle_triton import triton_supports
 
 #: Accepted values of the ``backend`` argument.
-BACKENDS = ("auto", "compiled", "eager")
+BACKENDS = ("auto", "triton", "compiled", "eager")
 
-#: Environment variable that sets what ``backend="auto"`` means ("compiled" or "eager").
+#: Environment variable that sets what ``backend="auto"`` means ("triton", "compiled" or "eager").
 BACKEND_ENV = "RKD_PML_ANGLE_BACKEND"
 
 #: ``backend="auto"`` uses the compiled kernel from this batch size on; below it the eager
@@ -121,22 +125,63 @@ def _compile_supported() -> bool:
 
 
 def resolve_backend(backend: str, n: int) -> str:
-    """``"compiled"`` or ``"eager"`` for ``backend`` in :data:`BACKENDS` and batch size ``n``.
+    """``"compiled"`` or ``"eager"`` for ``backend`` in :data:`BACKENDS` and batch size ``n``:
+    the kernel of the tiled driver when the Triton kernel is not used.
 
-    ``"auto"`` follows the environment variable :data:`BACKEND_ENV` when it is set, else
-    picks the compiled kernel from :data:`AUTO_COMPILE_MIN_BATCH` on (it falls back to the
-    eager kernel, once and for all, if compilation fails).
+    ``"auto"`` (and ``"triton"``, for its fallback) follows the environment variable
+    :data:`BACKEND_ENV` when it is set, else picks the compiled kernel from
+    :data:`AUTO_COMPILE_MIN_BATCH` on (it falls back to the eager kernel, once and for all,
+    if compilation fails).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend != "auto":
+    if backend in ("compiled", "eager"):
         return backend
-    env = os.environ.get(BACKEND_ENV, "").strip().lower()
+    env = _env_backend()
     if env in ("compiled", "eager"):
         return env
-    if env not in ("", "auto"):
-        raise ValueError(f"{BACKEND_ENV} must be 'auto', 'compiled' or 'eager', got {env!r}")
     return "compiled" if n >= AUTO_COMPILE_MIN_BATCH and _compile_supported() else "eager"
+
+
+def _env_backend() -> str:
+    env = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if env not in ("", *BACKENDS):
+        raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {env!r}")
+    return env
+
+
+def wants_triton(backend: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the Triton kernel should evaluate the angle sums (``backend="triton"``, or
+    ``"auto"`` on CUDA for float32 arithmetic where Triton works and has not failed)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton":
+        return True
+    if backend != "auto":
+        return False
+    env = _env_backend()
+    if env == "triton":
+        return True
+    if env in ("compiled", "eager"):
+        return False
+    on_cuda = torch.device(device).type == "cuda"
+    return dtype == torch.float32 and on_cuda and ("triton", dtype) not in _FAILURES and triton_supports(device)
+
+
+def triton_failed(backend: str, device: torch.device, dtype: torch.dtype, exc: BaseException) -> None:
+    """Remember a failure of the Triton kernel and warn once; re-raise for ``backend="triton"``."""
+    key = ("triton", dtype)
+    _FAILURES[key] = f"{type(exc).__name__}: {exc}".strip()[:2000]
+    if backend == "triton":
+        raise RuntimeError(f"backend='triton' was requested but the Triton kernel failed: {_FAILURES[key]}") from exc
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(
+            f"rkd_pml: the Triton RKD angle kernel failed ({_FAILURES[key][:200]}); using the "
+            "compiled or eager kernel instead.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def kernel_for(

@@ -1,6 +1,8 @@
 """Tiled drivers of the all-triplets angle loss: its value, gradient and second derivative.
 
-The end points are padded to a multiple of a tile size ``T`` and cut into tiles; for two
+Where the Triton kernel is chosen (:func:`~rkd_pml.functional.angle_backend.wants_triton`)
+:func:`angle_sums` hands the whole batch to it (:mod:`rkd_pml.functional.angle_triton`).
+Otherwise the end points are padded to a multiple of a tile size ``T`` and cut into tiles; for two
 end tiles ``I <= J`` a kernel (:mod:`rkd_pml.functional.angle_kernels`) evaluates the
 triplets (vertex a, b in I, c in J) and returns sums over each axis, which are scattered
 into ``N x N`` accumulators. Memory is ``O(N^2)`` plus one block whatever ``N``.
@@ -13,8 +15,9 @@ import contextlib
 import torch
 from torch import Tensor
 
-from .angle_backend import kernel_for, mark_dynamic
+from .angle_backend import kernel_for, mark_dynamic, triton_failed, wants_triton
 from .angle_kernels import block_eager, block_hvp
+from .angle_triton import triton_angle_sums
 from .relations import power_of_two_scale
 
 #: Tile size per device type (vertices per block and end points per tile).
@@ -71,6 +74,7 @@ def angle_sums(
     backend: str = "auto",
     compute_dtype: torch.dtype = torch.float32,
     tile: int | None = None,
+    vertices: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Sum of the Huber errors over ordered triplets of distinct examples, and its gradient.
 
@@ -79,9 +83,19 @@ def angle_sums(
     w.r.t. the student's ``h``; ``d_r_over_d`` ``(N, N)`` the gradient w.r.t. ``r`` divided by
     the distance (multiply by ``d`` to get it). Both are ``None`` unless ``need_grad``.
     The arithmetic runs in ``compute_dtype``; memory is ``O(N^2)`` plus one block.
+    ``vertices=(start, stop)`` restricts the sums to the triplets whose vertex is in rows
+    ``[start, stop)`` (a share of the work; see :mod:`rkd_pml.functional.angle_share`).
     """
     n = s_half_sq.shape[0]
     device = s_half_sq.device
+    if wants_triton(backend, device, compute_dtype):
+        try:
+            _check_triton(device, compute_dtype)
+            return triton_angle_sums(
+                s_half_sq, s_inv, t_half_sq, t_inv, need_grad=need_grad, compute_dtype=compute_dtype, vertices=vertices
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means "use the other kernels"
+            triton_failed(backend, device, compute_dtype, exc)
     t = tile or tile_size(device)
     kernel = kernel_for(backend, n, device, compute_dtype, t, need_grad)
     nb = -(-n // t)
@@ -91,13 +105,15 @@ def angle_sums(
         mats = [m.detach() for m in (s_half_sq, s_inv, t_half_sq, t_inv)]
         cols = _column_tiles(mats, n_pad, t, compute_dtype)  # [h_s, r_s, h_t, r_t]
         del mats
+        lo, hi = (0, n_pad if kernel is not None else n) if vertices is None else vertices
+        vcols = cols if vertices is None else cols[:, :, lo:hi].contiguous()  # vertex rows
         if need_grad:
             grad_h = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
             grad_v = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
         if kernel is not None:
             w_off = torch.full((t, t), 2.0, dtype=compute_dtype, device=device)
             w_diag = 1.0 - torch.eye(t, dtype=compute_dtype, device=device)
-            loss_acc = torch.zeros(n_pad, t, dtype=compute_dtype, device=device)
+            loss_acc = torch.zeros(hi - lo, t, dtype=compute_dtype, device=device)
         else:
             loss_acc = torch.zeros((), dtype=compute_dtype, device=device)
             block = _vertex_block(device, t)
@@ -105,8 +121,8 @@ def angle_sums(
             rows_i = slice(i * t, (i + 1) * t)
             for j in range(i, nb):
                 diag = i == j
-                ci, cj = cols[i], cols[j]
-                bc = cj[0::2, rows_i].contiguous()  # h_s, h_t between I and J
+                ci, cj = vcols[i], vcols[j]
+                bc = cols[j, 0::2, rows_i].contiguous()  # h_s, h_t between I and J
                 if kernel is not None:
                     mark_dynamic(ci, cj)
                     out = kernel(ci, cj, bc, w_diag if diag else w_off)
@@ -114,15 +130,16 @@ def angle_sums(
                         loss_acc += out
                         continue
                     loss_acc += out[0]
-                    grad_h[i] += out[1]
-                    grad_h[j] += out[2]
+                    grad_h[i, lo:hi] += out[1]
+                    grad_h[j, lo:hi] += out[2]
                     grad_h[j, rows_i] -= out[3]
-                    grad_v[i] += out[4]
-                    grad_v[j] += out[5]
+                    grad_v[i, lo:hi] += out[4]
+                    grad_v[j, lo:hi] += out[5]
                     continue
-                for a0 in range(0, n, block):
-                    rows_a = slice(a0, min(a0 + block, n))
-                    out = block_eager(ci[:, rows_a], cj[:, rows_a], bc, diag, need_grad)
+                for a0 in range(lo, hi, block):
+                    rows_a = slice(a0, min(a0 + block, hi))
+                    local = slice(a0 - lo, rows_a.stop - lo)
+                    out = block_eager(ci[:, local], cj[:, local], bc, diag, need_grad)
                     loss_acc += out[0]
                     if need_grad:
                         grad_h[i, rows_a] += out[1]
@@ -136,6 +153,27 @@ def angle_sums(
         d_h = _from_column_tiles(grad_h, n).to(torch.float64)
         d_r_over_d = _from_column_tiles(grad_v, n).to(torch.float64)
         return loss_sum, d_h, d_r_over_d
+
+
+_TRITON_CHECKED: set = set()
+
+
+def _check_triton(device: torch.device, dtype: torch.dtype) -> None:
+    """On first use per (device, dtype): RuntimeError unless the Triton kernel agrees with the
+    eager kernel on a random batch of 40 (two Triton tiles, with padding)."""
+    key = (str(device), dtype)
+    if key in _TRITON_CHECKED:
+        return
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = [torch.rand(40, 40, generator=gen, dtype=torch.float64) + 0.5 for _ in range(4)]
+    args = [(m + m.T).fill_diagonal_(0).to(device) for m in x]
+    got = triton_angle_sums(*args, need_grad=True, compute_dtype=dtype)
+    ref = angle_sums(*args, need_grad=True, backend="eager", compute_dtype=dtype)
+    sym = [(m + m.T) for m in (got[1], ref[1])]  # the h-gradient counts each pair once in either place
+    for a, b in ((got[0], ref[0]), (*sym,), (got[2], ref[2])):
+        if not bool(torch.isfinite(a).all()) or float((a - b).abs().max()) > 1e-3 * float(b.abs().max()):
+            raise RuntimeError("the Triton kernel disagrees with the eager kernel")
+    _TRITON_CHECKED.add(key)
 
 
 def angle_hvp(

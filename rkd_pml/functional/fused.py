@@ -33,6 +33,11 @@ the law of cosines keeps the rounding error of a cosine near
 norm) keep float32 cosines accurate to ~1e-4 and below, where the Gram form
 ``G_bc - G_ab - G_ac + G_aa`` would cancel catastrophically.
 
+Under data parallelism (:mod:`rkd_pml.functional.angle_share`, set up by
+:func:`rkd_pml.distributed.distributed_rkd`) each process evaluates the triplets whose vertex
+is among its own rows and the loss sum and ``N x N`` gradients are summed across the
+processes in the forward pass; the second derivative is evaluated whole on every process.
+
 Two interchangeable kernels evaluate a tile pair: an eager one (plain PyTorch ops on
 blocks of vertices of a few MiB, always available) and the same arithmetic fused by
 ``torch.compile`` (:mod:`rkd_pml.functional.angle_backend`).
@@ -52,6 +57,7 @@ from .angle_backend import (  # noqa: F401 - the public names of the angle kerne
     compiled_kernel,
     resolve_backend,
 )
+from .angle_share import current_share, sum_shares
 from .angle_tiles import TILE_SIZES, angle_hvp, angle_sums, tile_size  # noqa: F401
 
 #: Raised for a third derivative of the fused all-triplets angle loss.
@@ -74,10 +80,14 @@ class _AllTripletsAngleMean(torch.autograd.Function):
     def forward(ctx, s_half_sq, s_inv, s_dist, t_half_sq, t_inv, need_grad, backend, compute_dtype, tile):
         n = s_half_sq.shape[0]
         norm = float(n * (n - 1) * (n - 2))
+        share = current_share(n)
         loss_sum, d_h, d_r_over_d = angle_sums(
             s_half_sq, s_inv, t_half_sq, t_inv,
             need_grad=need_grad, backend=backend, compute_dtype=compute_dtype, tile=tile,
+            vertices=None if share is None else (share.start, share.stop),
         )  # fmt: skip
+        if share is not None:  # this process's share of the triplets: sum over the processes
+            loss_sum, d_h, d_r_over_d = sum_shares(share, loss_sum, d_h, d_r_over_d, compute_dtype)
         if need_grad:
             d_h.div_(norm)
             d_r = d_r_over_d.mul_(s_dist.detach().to(torch.float64)).div_(norm)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .._pml import BaseMetricLossFunction, LpDistance
+from .inputs import check_embeddings
 
 
 def split_support_query(labels: Tensor, shots: int) -> Tensor:
@@ -66,6 +67,9 @@ class PrototypicalLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         if labels is None:
             raise ValueError("PrototypicalLoss needs labels (and ref_labels with ref_emb)")
+        check_embeddings(embeddings, "embeddings (queries)")
+        if ref_emb is not embeddings:
+            check_embeddings(ref_emb, "ref_emb (supports)")
         if ref_emb is embeddings:  # PML's stand-in when no ref_emb was given
             if self.shots is None:
                 raise ValueError(

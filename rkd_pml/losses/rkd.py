@@ -45,10 +45,10 @@ class RelationalDistillationLoss(DistillationLoss):
     Every RKD term is scale invariant, and computed so that it is finite and unchanged at
     any finite norm of either model (see :mod:`rkd_pml.functional.relations`).
 
-    ``backend`` chooses the kernel of the all-triplets angle term: ``"auto"`` (a
-    ``torch.compile``-fused kernel for large batches where it compiles, else plain PyTorch),
-    ``"compiled"`` or ``"eager"``; all give the same values, and exact first and second
-    derivatives (``create_graph=True``) with either.
+    ``backend`` chooses the kernel of the all-triplets angle term: ``"auto"`` (the Triton
+    kernel on CUDA for float32, else a ``torch.compile``-fused kernel for large batches where
+    it compiles, else plain PyTorch), ``"triton"``, ``"compiled"`` or ``"eager"``; all give
+    the same values, and exact first and second derivatives (``create_graph=True``).
     """
 
     def __init__(self, backend: str = "auto", **kwargs):
@@ -175,7 +175,7 @@ class RKDLoss(RelationalDistillationLoss):
     Args:
         distance_weight: weight of RKD-D, a finite, non-negative real number (0 skips it).
         angle_weight: weight of RKD-A, a finite, non-negative real number (0 skips it).
-        backend: ``"auto"``, ``"compiled"`` or ``"eager"`` (see
+        backend: ``"auto"``, ``"triton"``, ``"compiled"`` or ``"eager"`` (see
             :class:`RelationalDistillationLoss`).
         **kwargs: PML's ``reducer``, ``distance``, ``embedding_regularizer``, ...
     """

@@ -1,25 +1,37 @@
 """Export an EmbeddingModel as a plain timm model whose classifier is the embedding head.
 
-The exported folder is timm's hub layout (written by timm's own ``save_for_hf``):
-``model.safetensors`` and ``config.json`` with ``architecture``, ``num_classes`` (= the
-embedding size), ``model_args`` (``in_chans``, ``num_classes`` and the model's timm keyword
-arguments) and ``pretrained_cfg`` (``mean``, ``std``, ``input_size``, ``interpolation``,
-``crop_pct``, ``crop_mode``, ``classifier``...), plus ``l2_normalize`` and ``embedding_dim``
-at the top level: a timm model does not L2-normalise its output, so a user of an
-``l2_normalize=True`` model applies ``F.normalize`` to it.
+The exported folder is timm's hub layout, written by this module (not by timm's
+``save_for_hf``, whose keywords differ between timm versions): ``model.safetensors`` and
+``config.json`` with ``architecture``, ``num_classes`` (= the embedding size),
+``num_features``, ``model_args`` (``num_classes``, ``in_chans`` and the model's timm keyword
+arguments) and ``pretrained_cfg`` (timm's own for the architecture, with ``num_classes`` and
+the preprocessing of the model); plus, at the top level, ``l2_normalize``, ``embedding_dim``,
+``image_mode`` ("RGB" or "L": convert images to it first), ``embedding_head`` (the
+classifier's name) and ``exported_from``. A timm model does not L2-normalise its output,
+so a user of an ``l2_normalize=True`` model applies ``F.normalize`` to it. The folder also holds the marker ``.rkd-pml-export``: ``overwrite``
+replaces only folders carrying it (see :mod:`.export_folder` for what is never replaced).
+
+The preprocessing recorded (``input_size``, ``interpolation``, ``mean``, ``std``,
+``crop_pct``, ``crop_mode``) is what ``rkd-pml evaluate`` applies to the model: its training
+image size, and its test transform from the training data settings it was saved with
+(``training_data``). timm's eval transform reproduces it: ``"timm"`` is timm's transform with
+the model's crop settings; ``"paper"`` (resize to S*256/224 squared, centre crop S) is timm's
+``crop_mode="squash"`` with ``crop_pct = S / (round(S*256/224) + 0.5)`` (timm resizes to
+``floor(S / crop_pct)``). A model saved without training data keeps its timm data config.
 
 Loading needs only timm::
 
     model = timm.create_model("local-dir:DIR", pretrained=True).eval()   # or "hf-hub:user/repo"
-    cfg = timm.data.resolve_model_data_config(model)
-    embeddings = model((images - mean(cfg)) / std(cfg))   # images (B, C, H, W) in [0, 1]
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    embeddings = model(torch.stack([transform(image.convert(image_mode)) for image in images]))
 
 The embeddings equal ``EmbeddingModel.forward`` on the unnormalised images (before its L2
-normalisation). Loading the weights file alone needs the embedding size twice:
-``timm.create_model(arch, pretrained=True, num_classes=D,
-pretrained_cfg_overlay=dict(file=".../model.safetensors", num_classes=D))``; without
-``num_classes`` in the overlay timm compares D with the architecture's default (1000) and
-silently drops the classifier, i.e. the embedding head.
+normalisation), and with timm's transform those of ``rkd-pml evaluate``. Loading the weights
+file alone needs the embedding size twice: ``timm.create_model(arch, pretrained=True,
+num_classes=D, pretrained_cfg_overlay=dict(file=".../model.safetensors", num_classes=D))``;
+without ``num_classes`` in the overlay timm compares D with the architecture's default (1000)
+and silently drops the classifier, i.e. the embedding head. (Tried with timm 1.0.29 and
+1.0.31; timm 1.0.3 exports too but has no ``local-dir:``, so it loads the weights file so.)
 
 EmbeddingModel uses the pooled pre-logit features (``num_classes=0``); the export maps the
 head's Linear onto the timm classifier that takes exactly these features (``fc`` for ResNets,
@@ -30,18 +42,32 @@ and EfficientFormer, with two heads) are refused, naming the model.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
-from .embedding import CONFIG_NAME, FORMAT, EmbeddingModel
+from ..files import atomic_write
+from .embedding import FORMAT, EmbeddingModel
+from .export_folder import check_out_dir, write_export_folder
 
-__all__ = ["export_timm"]
+__all__ = ["export_data_config", "export_timm", "hub_config"]
+
+#: ``pretrained_cfg`` keys that describe where timm's own weights come from or how they were
+#: tested, not the exported weights.
+_SOURCE_KEYS = frozenset({
+    "url", "file", "hf_hub_id", "hf_hub_filename", "source", "state_dict", "test_input_size",
+    "test_crop_pct", "label_names", "label_descriptions", "label_offset",
+})
+_KEEP_NULL = frozenset({"pool_size", "first_conv", "classifier"})
+
+#: The paper's test transform resizes to (S*256/224, S*256/224) before its S x S centre crop
+#: (rkd_pml.data.transforms.PAPER_RESIZE_RATIO: the data layer lies above this one).
+_PAPER_RESIZE_RATIO = 256 / 224
 
 
 def _source_dir(path: Path) -> Path:
@@ -49,10 +75,6 @@ def _source_dir(path: Path) -> Path:
     from .saved import find_saved_model
 
     return find_saved_model(path, flag="run_or_model_dir")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def timm_classifier(model: EmbeddingModel) -> tuple[nn.Module, str]:
@@ -110,51 +132,92 @@ def _check_same_embeddings(model: EmbeddingModel, net: nn.Module) -> None:
         )
 
 
+
+
+def export_data_config(model: EmbeddingModel) -> dict[str, Any]:
+    """timm's data config (``input_size``, ``interpolation``, ``mean``, ``std``,
+    ``crop_pct``, ``crop_mode``) whose eval transform is the test-time preprocessing of
+    ``model`` (see the module docstring); ValueError for a test transform timm cannot express."""
+    cfg = {k: v for k, v in model.data_config.items() if v is not None}
+    cfg.setdefault("interpolation", "bilinear")
+    cfg.update(mean=list(cfg["mean"]), std=list(cfg["std"]))
+    recorded = model.training_data or {}
+    size = recorded.get("image_size")
+    if size is None:
+        cfg["input_size"] = [model.in_chans, *cfg["input_size"][1:]]
+        return cfg
+    size = int(size)
+    cfg["input_size"] = [model.in_chans, size, size]
+    transform = recorded.get("test_transform") or (
+        "paper" if recorded.get("train_transform", "paper") == "paper" else "timm"
+    )
+    if transform == "paper":
+        cfg.update(crop_mode="squash", crop_pct=size / (round(size * _PAPER_RESIZE_RATIO) + 0.5))
+    elif transform != "timm":
+        raise ValueError(
+            f"cannot export {model.model_name!r}: timm has no transform like its test transform {transform!r}"
+        )
+    return cfg
+
+
+def hub_config(model: EmbeddingModel, net: nn.Module, classifier: str) -> dict[str, Any]:
+    """The ``config.json`` of timm's hub layout for ``net`` (:func:`timm_classifier` of
+    ``model``, whose head is ``classifier``), with ``model``'s preprocessing."""
+    data = export_data_config(model)
+    pretrained_cfg = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in net.pretrained_cfg.items()
+        if k not in _SOURCE_KEYS and (v is not None or k in _KEEP_NULL)
+    }
+    if list(pretrained_cfg.get("input_size", []))[1:] != data["input_size"][1:]:
+        pretrained_cfg["pool_size"] = None  # timm's pool size is for its default input size
+    if pretrained_cfg.get("min_input_size"):
+        pretrained_cfg["min_input_size"] = [model.in_chans, *pretrained_cfg["min_input_size"][1:]]
+    pretrained_cfg.update(data, num_classes=model.embedding_dim, custom_load=False)
+    config: dict[str, Any] = {
+        "architecture": pretrained_cfg.pop("architecture", model.model_name),
+        "num_classes": model.embedding_dim,
+        "num_features": int(getattr(net, "num_features", model.feature_dim)),
+    }
+    if isinstance(getattr(net, "global_pool", None), str) and net.global_pool:
+        config["global_pool"] = net.global_pool
+    config["model_args"] = {"num_classes": model.embedding_dim, "in_chans": model.in_chans, **model.timm_kwargs}
+    config["pretrained_cfg"] = pretrained_cfg
+    config.update(
+        l2_normalize=model.l2_normalize,
+        embedding_dim=model.embedding_dim,
+        image_mode="L" if model.in_chans == 1 else "RGB",
+        exported_from=FORMAT,
+        embedding_head=classifier,
+    )
+    return config
+
+
 def export_timm(
     run_or_model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], overwrite: bool = False
 ) -> Path:
     """Write the EmbeddingModel of ``run_or_model_dir`` (a saved model or a run directory with
-    ``model/``) to ``out_dir`` as a plain timm model; returns ``out_dir``.
+    ``model/``) to ``out_dir`` as a plain timm model; returns ``out_dir`` (resolved).
 
-    An existing ``out_dir`` is refused unless ``overwrite=True`` (it is then replaced whole);
-    ``out_dir`` may not be the source, lie inside it or contain it. The files are written to a
-    temporary folder next to ``out_dir`` and moved into place.
+    A non-empty ``out_dir`` is refused unless ``overwrite=True``; then only an export folder
+    holding nothing but an export's files is replaced, whole (see :mod:`.export_folder`: never
+    a run, a locked folder, the source or a folder holding it, the current directory or a
+    folder holding it). These checks run before anything is loaded or created. A failed write
+    (a full disk) is one OSError naming ``out_dir`` and leaves nothing behind.
     """
-    from timm.models import save_for_hf
+    from safetensors.torch import save
 
-    source = _source_dir(Path(run_or_model_dir)).resolve()
-    out = Path(out_dir).resolve()
-    if _inside(out, source) or _inside(source, out):
-        raise ValueError(
-            f"out_dir {os.fspath(out_dir)!r} would write into the source {os.fspath(source)!r} "
-            "(or replace a folder holding it): choose another folder"
-        )
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"out_dir {os.fspath(out_dir)!r} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"out_dir {os.fspath(out_dir)!r} exists; pass overwrite=True to replace it")
-
+    given = Path(run_or_model_dir)
+    source = _source_dir(given)
+    inputs = (given, source)
+    check_out_dir(out_dir, inputs, overwrite)  # a bad out_dir is refused before the work
     model = EmbeddingModel.load(source)
     net, classifier = timm_classifier(model)
-    data_config = {k: v for k, v in model.data_config.items() if v is not None}
-    extra = {
-        "l2_normalize": model.l2_normalize,
-        "embedding_dim": model.embedding_dim,
-        "exported_from": FORMAT,
-        "embedding_head": classifier,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        save_for_hf(net, tmp, model_config=extra, safe_serialization=True, data_config=data_config)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    config = hub_config(model, net, classifier)
+    weights = save({k: v.contiguous() for k, v in net.state_dict().items()}, metadata={"format": "pt"})
+
+    def write(folder: Path) -> None:
+        atomic_write(folder / "model.safetensors", weights)
+        atomic_write(folder / "config.json", json.dumps(config, indent=2) + "\n")
+
+    return write_export_folder(out_dir, inputs, overwrite, write)

@@ -112,11 +112,13 @@ def _check_keys(path: Path, model_name: str, backbone: nn.Module) -> None:
         )
 
 
-def _create_from_hub(model_name: str, kwargs: dict) -> nn.Module:
+def _create_from_hub(model_name: str, kwargs: dict, hint: str | None = None) -> nn.Module:
+    """timm's ``model_name`` with hub weights (``kwargs`` go to ``timm.create_model``); a
+    request that cannot succeed raises :class:`PretrainedWeightsError` ending with ``hint``."""
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise PretrainedWeightsError(f"timm has no pretrained weights for {model_name!r}")
-    hint = (
+    hint = hint or (
         f"pass a local weights file instead: EmbeddingModel({model_name!r}, "
         f"pretrained='path/to/{model_name}.safetensors')"
     )

@@ -16,12 +16,13 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 import torch.nn.functional as F
 from timm.task import TrainingTask, resolve_classification_loss
-from timm.task.distillation import FeatureDistillationTrainableModule
+from timm.task.distillation import DistillationTeacher, FeatureDistillationTrainableModule
 from timm.utils import unwrap_model
 from torch import Tensor, nn
 
 from ..distributed import distributed_rkd
 from ..losses import RKDAngleLoss, RKDDistanceLoss
+from ..losses.inputs import check_real
 from .teacher import EmbeddingModelTeacher, TeacherArg, model_mean_std, resolve_teacher
 
 _logger = logging.getLogger(__name__)
@@ -31,6 +32,30 @@ def _world_size() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size()
     return 1
+
+
+def _num_classes(model: nn.Module) -> Optional[int]:
+    """The number of class logits of a timm classifier, or None when it has no classifier."""
+    model = unwrap_model(model)
+    count = getattr(model, "num_classes", None)
+    if count is None and hasattr(model, "get_classifier"):
+        count = getattr(model.get_classifier(), "out_features", None)
+    return int(count) if count is not None else None
+
+
+def _check_kd_classes(teacher: DistillationTeacher, student: nn.Module) -> None:
+    """Logit KD compares class distributions: the teacher needs logits over the student's classes."""
+    if isinstance(teacher, EmbeddingModelTeacher):
+        raise ValueError(
+            "kd_loss_weight > 0 needs a teacher with class logits; an EmbeddingModel "
+            "teacher has embeddings only (use kd_loss_weight=0)"
+        )
+    theirs, mine = _num_classes(teacher.model), _num_classes(student)
+    if not theirs or theirs != mine:
+        raise ValueError(
+            f"kd_loss_weight > 0 compares class logits, but teacher_model has {theirs or 'no'} classes "
+            f"and student_model {mine}: give a teacher with the student's classes, or kd_loss_weight=0"
+        )
 
 
 class RelationalDistillationTask(TrainingTask):
@@ -54,6 +79,9 @@ class RelationalDistillationTask(TrainingTask):
         kd_loss_weight: weight of Hinton's logit KD, ``T^2 * KL(teacher || student)`` as in
             timm's ``LogitDistillationTask``; 0 (default) computes no KD term.
         temperature: the KD softmax temperature ``T``.
+
+    Weights are finite and ``>= 0``, the temperature finite and ``> 0``; with KD the teacher
+    must give logits over the student's classes. All is checked here, before any forward.
         device, dtype, verbose: as in timm's tasks.
 
     Normalisation: the input is normalised with the student's ``pretrained_cfg`` mean/std; a
@@ -86,16 +114,16 @@ class RelationalDistillationTask(TrainingTask):
         verbose: bool = True,
     ):
         super().__init__(device=device, dtype=dtype, verbose=verbose)
-        for name, value in (
-            ("distance_weight", distance_weight),
-            ("angle_weight", angle_weight),
-            ("task_loss_weight", task_loss_weight),
-            ("kd_loss_weight", kd_loss_weight),
-        ):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        weights = {
+            name: check_real(name, value)
+            for name, value in (
+                ("distance_weight", distance_weight),
+                ("angle_weight", angle_weight),
+                ("task_loss_weight", task_loss_weight),
+                ("kd_loss_weight", kd_loss_weight),
+            )
+        }
+        temperature = check_real("temperature", temperature, positive=True)
         student = unwrap_model(student_model)
         for attr in ("forward_features", "forward_head", "pretrained_cfg"):
             if not hasattr(student, attr):
@@ -110,19 +138,16 @@ class RelationalDistillationTask(TrainingTask):
             self.device,
             self.dtype,
         )
-        if kd_loss_weight > 0 and isinstance(self.teacher, EmbeddingModelTeacher):
-            raise ValueError(
-                "kd_loss_weight > 0 needs a teacher with class logits; an EmbeddingModel "
-                "teacher has embeddings only (use kd_loss_weight=0)"
-            )
+        if weights["kd_loss_weight"] > 0:
+            _check_kd_classes(self.teacher, student)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.criterion = resolve_classification_loss(criterion, self.device, criterion_kwargs=criterion_kwargs)
-        self.distance_weight = float(distance_weight)
-        self.angle_weight = float(angle_weight)
-        self.task_loss_weight = float(task_loss_weight)
-        self.kd_loss_weight = float(kd_loss_weight)
-        self.temperature = float(temperature)
+        self.distance_weight = weights["distance_weight"]
+        self.angle_weight = weights["angle_weight"]
+        self.task_loss_weight = weights["task_loss_weight"]
+        self.kd_loss_weight = weights["kd_loss_weight"]
+        self.temperature = temperature
         self.rkd_distance = RKDDistanceLoss()
         self.rkd_angle = RKDAngleLoss()
         self.trainable_module = FeatureDistillationTrainableModule(student_model, projection=None)

@@ -30,8 +30,10 @@ from timm.task import DistillationTeacher
 from timm.utils import unwrap_model
 from torch import Tensor, nn
 
+from ..files import one_line
 from ..models.embedding import CONFIG_NAME, EmbeddingModel
 from ..models.frozen import FrozenModel
+from ..models.weights import PretrainedWeightsError, _create_from_hub
 
 TeacherArg = Union[str, "os.PathLike[str]", nn.Module, DistillationTeacher]
 
@@ -119,6 +121,36 @@ def _embedding_model_dir(path: Path) -> Path | None:
         return None
 
 
+def _named_teacher(
+    name: str,
+    student: nn.Module,
+    pretrained_path: str | None,
+    pretrained_cfg_overlay: dict[str, Any] | None,
+    device: torch.device | None,
+    dtype: torch.dtype | None,
+) -> DistillationTeacher:
+    """A teacher given by timm name, with pretrained weights and the student's ``num_classes``
+    and ``in_chans``. Hub weights go through :func:`rkd_pml.models.weights` (cache first, an
+    offline or unreachable hub is one clear error); weights that cannot be loaded otherwise
+    raise :class:`~rkd_pml.models.PretrainedWeightsError` naming ``teacher_model``."""
+    hint = (
+        f"pass a local weights file instead: teacher_pretrained_path='path/to/{name}.safetensors' "
+        "(or a saved EmbeddingModel or nn.Module as teacher_model)"
+    )
+    sizes = dict(num_classes=student.num_classes, in_chans=student.in_chans)
+    if pretrained_path is None and pretrained_cfg_overlay is None and timm.is_model(name):
+        try:
+            model = _create_from_hub(name, dict(**sizes, device=device, dtype=dtype), hint=hint)
+        except PretrainedWeightsError as exc:
+            raise PretrainedWeightsError(f"teacher_model {name!r}: {exc}") from exc
+        return DistillationTeacher(model, device=device, dtype=dtype)
+    try:
+        return DistillationTeacher(name, **sizes, pretrained_path=pretrained_path,
+                                   pretrained_cfg_overlay=pretrained_cfg_overlay, device=device, dtype=dtype)
+    except (OSError, RuntimeError) as exc:  # hub errors are OSErrors; a mismatched file a RuntimeError
+        raise PretrainedWeightsError(f"teacher_model {name!r}: cannot load its weights: {one_line(exc)}; {hint}") from exc
+
+
 def resolve_teacher(
     teacher: TeacherArg,
     student: nn.Module,
@@ -137,16 +169,7 @@ def resolve_teacher(
     if isinstance(teacher, EmbeddingModel):
         return EmbeddingModelTeacher(teacher, device=device, dtype=dtype)
     if isinstance(teacher, str) and _is_timm_name(teacher):
-        student_unwrapped = unwrap_model(student)
-        wrapped = DistillationTeacher(
-            teacher,
-            num_classes=student_unwrapped.num_classes,
-            in_chans=student_unwrapped.in_chans,
-            pretrained_path=pretrained_path,
-            pretrained_cfg_overlay=pretrained_cfg_overlay,
-            device=device,
-            dtype=dtype,
-        )
+        wrapped = _named_teacher(teacher, unwrap_model(student), pretrained_path, pretrained_cfg_overlay, device, dtype)
     elif isinstance(teacher, (str, os.PathLike)):
         model_dir = _embedding_model_dir(Path(teacher))
         if model_dir is None:

@@ -73,4 +73,5 @@ def build_cache(cfg: TeacherCacheConfig) -> Path:
         teacher, train_set, cfg.views, cfg.out, seed=cfg.seed, batch_size=cfg.batch_size, device=device,
         progress=cfg.progress, overwrite=cfg.overwrite, root=settings.root, num_workers=cfg.num_workers,
         autocast_dtype=AUTOCAST_DTYPES.get(cfg.precision), teacher_source=str(cfg.teacher),
+        inputs={"the test data root": settings.test_root, "the student": settings.student},
     )

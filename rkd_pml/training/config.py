@@ -132,6 +132,11 @@ class TrainConfig:
     )
     channels_last: bool = setting(False, "channels-last memory format for the models")
     compile: bool = setting(False, "torch.compile the models (falls back to eager once, with a warning)")
+    input_pipeline: str = setting(
+        "fast", "fast = images decoded once, each batch cropped, flipped and resized on --device (the view draws of "
+        "pil; pixels within 1/255 of pil's but for a few bicubic ones); pil = each image decoded and transformed with PIL in the loader",
+        choices=("fast", "pil"),
+    )
     num_workers: int = setting(0, "data-loading worker processes (resume stays exact: each batch is seeded)", metavar="N",
                                runtime=True, high=worker_limit, limit=WORKER_LIMIT)
     # run

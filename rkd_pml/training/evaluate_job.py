@@ -3,16 +3,20 @@ as for training (given > the model's recorded training data > the data set's def
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..files import one_line
 from ..models import EmbeddingModel, find_saved_model
+from ..models.embedding import WEIGHTS_NAME
 from .config import TrainConfig
 from .jobs import resolve_device
 from .logs import log
 from .resolve import inherit_data_settings, resolve_data_defaults
+from .run_contents import recognise_run
 from .speed import autocast, check_precision
 
 
@@ -43,6 +47,9 @@ def evaluate_saved(
     folder = find_saved_model(model_dir, flag="MODEL_DIR")
     model = EmbeddingModel.load(folder, map_location=dev)
     recorded = model.training_data or {}
+    if dataset is not None and dataset != recorded.get("dataset"):
+        # the recorded roots are where the model's own data set lives, not another one's
+        recorded = {k: v for k, v in recorded.items() if k not in ("root", "test_root")}
     settings = TrainConfig(dataset=dataset, root=root, image_size=image_size, test_transform=test_transform,
                            in_chans=in_chans, test_root=test_root, recall_ks=tuple(ks) if ks else None,
                            train_transform=recorded.get("train_transform", "paper"))
@@ -68,24 +75,65 @@ def evaluate_saved(
                         num_workers=num_workers)
 
 
-def saved_models_under(path: str | Path) -> dict[str, Path]:
-    """``{name: folder}``: ``path`` itself when it is (or holds) a saved model, else each
-    sub-directory that is one (a demo's runs), by name."""
+@dataclass
+class Outcome:
+    """What became of one model of a folder: ``metrics`` when it was evaluated, else
+    ``error`` (it has a model that could not be evaluated) or ``skipped`` (a run without one)."""
+
+    name: str
+    metrics: dict[str, float] | None = None
+    error: str | None = None
+    skipped: str | None = None
+
+
+def saved_models_under(path: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """``({name: folder}, {name: why skipped})``: ``path`` itself when it is (or holds) a saved
+    model, else each sub-directory that is one or has a ``model/`` folder (a demo's runs), by
+    name; the runs without ``model/`` (not finished) are the skipped ones. FileNotFoundError
+    when there is no model at all."""
     path = Path(path)
     try:
-        return {path.name: find_saved_model(path, flag="MODEL_DIR")}
+        return {path.name: find_saved_model(path, flag="MODEL_DIR")}, {}
     except FileNotFoundError as exc:
-        subs = {}
+        found, skipped = {}, {}
         for child in sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []:
-            try:
-                subs[child.name] = find_saved_model(child, flag="MODEL_DIR")
-            except FileNotFoundError:
-                continue
-        if not subs:
+            if (child / "model").is_dir() or (child / WEIGHTS_NAME).is_file():
+                found[child.name] = child  # loading it reports what is wrong with it
+            elif recognise_run(child)[0]:
+                skipped[child.name] = "a run without a saved model (model/): not finished (continue it with --resume)"
+        if not found:
+            if skipped:
+                raise FileNotFoundError(f"MODEL_DIR {path}: none of its runs has a saved model (model/) yet: "
+                                        f"{', '.join(skipped)}") from exc
             raise exc
-        return subs
+        return found, skipped
+
+
+def evaluate_each(path: str | Path, **kwargs: Any) -> Iterator[Outcome]:
+    """:func:`evaluate_saved` of each saved model under ``path`` (see :func:`saved_models_under`),
+    one :class:`Outcome` at a time: a model that cannot be evaluated is reported (its error on one
+    line) and the others are still evaluated; the skipped runs come last."""
+    found, skipped = saved_models_under(path)
+    single = list(found.values()) in ([Path(path)], [Path(path) / "model"])  # path is the model
+    for name, folder in found.items():
+        if single:  # one model: its errors are the command's
+            yield Outcome(name, metrics=evaluate_saved(folder, **kwargs))
+            continue
+        try:
+            yield Outcome(name, metrics=evaluate_saved(folder, **kwargs))
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken model must not hide the others
+            yield Outcome(name, error=f"{type(exc).__name__}: {one_line(exc)}")
+    for name, why in skipped.items():
+        yield Outcome(name, skipped=why)
 
 
 def evaluate_all(path: str | Path, **kwargs: Any) -> dict[str, dict[str, float]]:
-    """:func:`evaluate_saved` of each saved model under ``path`` (see :func:`saved_models_under`)."""
-    return {name: evaluate_saved(folder, **kwargs) for name, folder in saved_models_under(path).items()}
+    """``{name: metrics}`` of each saved model under ``path`` (see :func:`evaluate_each`);
+    ValueError naming the models that could not be evaluated, after evaluating all the others."""
+    outcomes = list(evaluate_each(path, **kwargs))
+    broken = [f"{o.name} ({o.error})" for o in outcomes if o.error]
+    if broken:
+        raise ValueError(f"{len(broken)} model(s) under {path} could not be evaluated: {'; '.join(broken)}")
+    return {o.name: o.metrics for o in outcomes if o.metrics is not None}

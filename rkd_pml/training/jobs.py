@@ -60,6 +60,27 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def device_name(device: torch.device) -> str:
+    """The device as config.json records it: ``"cpu"``, ``"cuda:0"`` (the index resolved), ``"mps"``."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def run_records(device: torch.device, teacher: Any = None, cache: Any = None) -> dict[str, Any]:
+    """What config.json records beside the settings: the device used (the setting ``device``
+    keeps what was asked, ``"auto"``...) and, for distillation, the SHA-256 of the teacher's
+    weights (a resume against another teacher is refused)."""
+    from ..data.teacher_cache_format import weights_sha256
+
+    records: dict[str, Any] = {"device_used": device_name(device)}
+    if teacher is not None:
+        records["teacher_sha256"] = weights_sha256(teacher)
+    elif cache is not None and cache.manifest.get("teacher", {}).get("weights_sha256"):
+        records["teacher_sha256"] = cache.manifest["teacher"]["weights_sha256"]
+    return records
+
+
 def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConfig]:
     """``(train_set, eval_sets, cfg)``: eval_sets = {"val": ..., "test": ...} (val where there is
     one); ``cfg`` with the validation fraction and images per class resolved and checked."""
@@ -83,8 +104,8 @@ def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConf
     cfg = resolve_m_per_class(cfg, train_set.labels)
     check_class_balance(train_set.labels, cfg.batch_size, cfg.m_per_class)
     if cfg.check_images:
-        for data in (train_set, *eval_sets.values()):
-            data.check_images(progress=cfg.progress)
+        for data in (train_set, *eval_sets.values()):  # the fast pipeline keeps the training images decoded
+            data.check_images(progress=cfg.progress, keep=data is train_set and cfg.input_pipeline == "fast")
     return train_set, eval_sets, cfg
 
 
@@ -126,25 +147,40 @@ def check_forward(models: dict[str, Any], image_size: int, in_chans: int, device
             model.train(was_training)
 
 
-def open_run(cfg: TrainConfig, default_out: str, inputs: list[Any]) -> tuple[RunDir, TrainConfig]:
-    """Create (or reopen, for ``cfg.resume``) and lock the run directory; write config.json.
+def open_run(cfg: TrainConfig, default_out: str, inputs: list[Any],
+             records: dict[str, Any] | None = None) -> tuple[RunDir, TrainConfig]:
+    """Create (or reopen, for ``cfg.resume``) and lock the run directory; write config.json
+    (the settings, and ``records``: see :func:`run_records`).
 
-    On resume the saved configuration must match ``cfg`` except for runtime settings.
+    On resume the saved configuration must match ``cfg`` except for runtime settings, and the
+    teacher must be the one the run started with (same ``teacher_sha256``).
     """
     cfg = cfg.replace(out=str(cfg.out or default_out))
+    records = dict(records or {})
     run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=inputs)
     try:
         if cfg.resume and run.config_path.is_file():
-            saved = config_from_dict(run.read_config(), str(run.config_path))
+            recorded = run.read_config()
+            saved = config_from_dict(recorded, str(run.config_path))
             diffs = config_differences(saved, cfg)
             if diffs:
                 raise ValueError(f"cannot resume {run.path}: it was started with other settings ({'; '.join(diffs)}); "
                                  "repeat the original options, or start a new run with another --out")
-        run.write_config(cfg.to_dict())  # on resume: records a new epochs / device / ...
+            _check_same_teacher(run, cfg, recorded.get("teacher_sha256"), records.get("teacher_sha256"))
+        run.write_config({**cfg.to_dict(), **records})  # on resume: records a new epochs / device / ...
     except BaseException:
         run.close()
         raise
     return run, cfg
+
+
+def _check_same_teacher(run: RunDir, cfg: TrainConfig, then: Any, now: Any) -> None:
+    if then is None or now is None or then == now:
+        return  # nothing recorded (a run of an earlier version, or no teacher): nothing to compare
+    where = f"the teacher {cfg.teacher}" if getattr(cfg, "teacher", None) else f"the teacher cache {cfg.teacher_cache}"
+    raise ValueError(f"cannot resume {run.path}: {where} is not the teacher the run started with (weights sha256 "
+                     f"{str(then)[:12]}... then, {str(now)[:12]}... now: it was replaced or retrained); "
+                     "start a new run with another --out, or --overwrite this one")
 
 
 def _describe_data(train_set, eval_sets) -> str:
@@ -192,7 +228,8 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
         train_set = CachedViews(train_set, cache, seed=cfg.seed)  # checks the images and the view against the cache
     inputs = [cfg.root, cfg.test_root, cfg.weights, getattr(cfg, "teacher", None), getattr(cfg, "teacher_cache", None), spec]
     name = "student" if distilling else {"train-teacher": "teacher", "train-baseline": "baseline"}.get(cfg.job, "model")
-    run, cfg = open_run(cfg, f"runs/{cfg.job.split('-')[-1]}", inputs)
+    records = run_records(device, teacher, cache)
+    run, cfg = open_run(cfg, f"runs/{cfg.job.split('-')[-1]}", inputs, records)
     try:
         model.training_data = training_data(cfg)
         optimizer = torch.optim.Adam(trainable_parameters(model, objective), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -207,7 +244,7 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
         setup = TrainingSetup(cfg=cfg, model=model, objective=objective, optimizer=optimizer, scheduler=scheduler,
                               train_set=train_set, eval_sets=eval_sets, run=run, device=device, teacher=teacher, name=name,
                               extra_results={"teacher_dir": str(cfg.teacher)} if teacher is not None else
-                              {"teacher_cache": str(cfg.teacher_cache)} if cache is not None else {})
+                              {"teacher_cache": str(cfg.teacher_cache)} if cache is not None else {}, records=records)
         return fit(setup)
     finally:
         run.close()

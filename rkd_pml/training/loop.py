@@ -13,12 +13,13 @@ and after each epoch (:func:`end_of_epoch`): learning-rate step, Recall@K on the
 and test splits, one line in metrics.jsonl (every loss term, the learning rate, the step time),
 best/last checkpoints, recall.png.
 
-Reproducibility: the batches of epoch ``e`` and the augmentation of each image depend only on
-``(seed, e, position)``; the checkpoint holds the model, objective, optimizer, scheduler, gradient
-scaler, RNG states and the position in the epoch, so a resumed run ends with the same weights
-as an uninterrupted one. Under torchrun (:mod:`rkd_pml.distributed.session`) each rank trains
-on its share of the global batch, the objective relates the gathered global batch, and rank 0
-alone evaluates and writes.
+Reproducibility: the batches of epoch ``e``, the augmentation of each image and every random
+draw of a step (the miner's, dropout's) depend only on ``(seed, e, position)``, never on
+torch's global stream; the checkpoint holds the model, objective, optimizer, scheduler,
+gradient scaler, RNG states and the position in the epoch, so a run resumed at an epoch end
+or in the middle of one ends with the same weights as an uninterrupted one. Under torchrun
+(:mod:`rkd_pml.distributed.session`) each rank trains on its share of the global batch, the
+objective relates the gathered global batch, and rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.batches import EpochBatches, SeededItems, epoch_batches, make_loader
+from ..data.batches import EpochBatches, EpochItems, epoch_batches, make_loader, seeded_random, step_seed
+from ..data.fast_input import training_loader
 from ..distributed import session as dist
 from ..distributed.objective import DistributedObjective
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
@@ -64,6 +66,7 @@ class TrainingSetup:
     teacher: nn.Module | None = None
     name: str = "model"
     extra_results: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)  # what config.json records beside the settings
 
 
 @dataclass
@@ -78,6 +81,13 @@ class LoopState:
     step_seconds: float = 0.0
     skipped_steps: int = 0  # in epoch ``epoch + 1``: optimizer steps skipped for non-finite gradients
     skipped_in_a_row: int = 0
+
+    def position(self, epochs: int, steps: int) -> str:
+        """Where the run stands, counted as every message counts it (epochs and steps 1-based):
+        ``"after epoch 1 of 2"`` at an epoch end, ``"in epoch 2 of 2, after step 5 of 12"`` within one."""
+        if self.iteration == 0:
+            return f"after epoch {self.epoch} of {epochs}"
+        return f"in epoch {self.epoch + 1} of {epochs}, after step {self.iteration} of {steps}"
 
 
 @dataclass
@@ -230,7 +240,7 @@ def fit(setup: TrainingSetup) -> dict[str, Any]:
     if cfg.resume and run.last_checkpoint.is_file():
         state = _restore(setup, runner, load_checkpoint(run.last_checkpoint, map_location=device))
         run.keep_metrics([r for r in run.read_metrics() if r.get("epoch", 0) <= state.epoch])
-        log(f"[{setup.name}] resuming {run.path} after epoch {state.epoch}, step {state.iteration}")
+        log(f"[{setup.name}] resuming {run.path} {state.position(cfg.epochs, cfg.iterations_per_epoch)}")
     else:
         if cfg.resume:
             run.keep_metrics([])
@@ -249,9 +259,13 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
     cfg, device = setup.cfg, setup.device
     labels = [int(x) for x in setup.train_set.labels]
     cached = hasattr(setup.train_set, "cache")  # CachedViews: stored views and the teacher's embeddings of them
-    items = _EpochItems(setup.train_set) if cached else SeededItems(setup.train_set)
     sampler = EpochBatches()
-    loader = make_loader(items, sampler, cfg.num_workers, pin_memory=device.type == "cuda")
+    if cached:
+        loader = make_loader(EpochItems(setup.train_set), sampler, cfg.num_workers,
+                             pin_memory=device.type == "cuda", seed=cfg.seed)
+    else:
+        loader = training_loader(setup.train_set, sampler, device, cfg.input_pipeline, cfg.num_workers,
+                                 cfg.progress, seed=cfg.seed)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         started = time.perf_counter()
         batches = epoch_batches(labels, cfg.batch_size, cfg.m_per_class, cfg.iterations_per_epoch,
@@ -263,7 +277,8 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
                    desc=f"{setup.name} epoch {epoch}/{cfg.epochs}", disable=not (cfg.progress and is_main_process()))
         for batch in bar:
             step_started = time.perf_counter()
-            parts, stepped = train_step(setup, runner, *batch)
+            with seeded_random(step_seed(cfg.seed, epoch, state.iteration + 1, runner.rank), device):
+                parts, stepped = train_step(setup, runner, *batch)
             state.step_seconds += time.perf_counter() - step_started
             state.skipped_in_a_row = 0 if stepped else state.skipped_in_a_row + 1
             state.skipped_steps += not stepped
@@ -287,7 +302,9 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
                     if stop:
                         bar.close()
                         clear_stop()
-                        raise TrainingInterrupted(f"stopped at epoch {epoch}, step {state.iteration}; continue with --resume (checkpoint {setup.run.last_checkpoint})")
+                        where = state.position(cfg.epochs, cfg.iterations_per_epoch)
+                        raise TrainingInterrupted(f"stopped {where}; continue with --resume "
+                                                  f"(checkpoint {setup.run.last_checkpoint})")
         bar.close()
         epoch_lr = setup.optimizer.param_groups[0]["lr"]
         setup.scheduler.step()
@@ -295,23 +312,9 @@ def _epochs(setup: TrainingSetup, runner: Runner, state: LoopState, logger: Epoc
         end_of_epoch(setup, runner, state, epoch, epoch_lr, logger)
         if dist.any_rank(stop_requested(), device) if runner.world_size > 1 else stop_requested():
             clear_stop()
-            raise TrainingInterrupted(f"stopped after epoch {epoch}; continue with --resume")
-
-
-class _EpochItems(Dataset):
-    """A :class:`~rkd_pml.data.teacher_cache.CachedViews` indexed by ``(index, epoch)``, so the
-    view of each item follows the epoch in worker processes too."""
-
-    def __init__(self, views: Any):
-        self.views = views
-
-    def __len__(self) -> int:
-        return len(self.views)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, epoch = key
-        self.views.set_epoch(epoch)
-        return self.views[index]
+            where = state.position(cfg.epochs, cfg.iterations_per_epoch)
+            raise TrainingInterrupted(f"stopped {where}; continue with --resume "
+                                      f"(checkpoint {setup.run.last_checkpoint})")
 
 
 def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -337,7 +340,7 @@ def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]
         "epochs": cfg.epochs,
         "train_seconds": round(state.train_seconds, 3),
         **setup.extra_results,
-        "config": cfg.to_dict(),
+        "config": {**cfg.to_dict(), **setup.records},
     }
     if dist.current_context().world_size > 1:
         results["world_size"] = dist.current_context().world_size

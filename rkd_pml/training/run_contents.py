@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..files import is_temporary, remove_orphaned_temporaries
+from ..files.folders import RUN_MARKER as MARKER
 from .run_lock import LOCK_NAME, RunLock
-
-MARKER = ".rkd-pml-run"
 
 #: Files a run writes at its top level.
 RUN_FILES = frozenset({"config.json", "metrics.jsonl", "results.json", "recall.png"})
@@ -123,11 +122,11 @@ def clear_run(path: Path) -> None:
     """Remove the files of the run ``path`` (whose lock the caller holds), keeping the
     directory and its lock; the runs nested in it are locked first, so a job still running
     in one stops the replacement before anything is removed."""
-    plan = removal_plan(path)
     locks = []
     try:
         for nested in nested_runs(path):
-            locks.append(RunLock.acquire(nested))
+            locks.append(RunLock.acquire(nested, remove=True))
+        plan = removal_plan(path)  # with the nested runs' lock files, now that they are held
         for item in plan:
             if item.is_dir() and not item.is_symlink():
                 os.rmdir(item)

@@ -4,7 +4,8 @@ Layout::
 
     OUT/
       .rkd-pml-run       marker: this directory is a run of rkd-pml (written at creation)
-      .rkd-pml-lock      lock held by the process running it (see :mod:`.run_lock`)
+      .rkd-pml-lock      lock held by the process running it (see :mod:`.run_lock`); removed
+                         when that process lets go cleanly
       config.json        the full configuration of the run
       metrics.jsonl      one JSON record per epoch (loss, learning rate, Recall@K per split)
       results.json       the summary returned by the job (best epoch, its metrics, ...)
@@ -115,7 +116,7 @@ class RunDir:
         check_inputs(p, inputs)
         if resume:
             self._check_resumable()  # before the lock: a foreign folder gets no lock file
-            self._lock = RunLock.acquire(p)
+            self._lock = RunLock.acquire(p, remove=True)
             try:
                 self._check_resumable()
                 run_contents.remove_orphans(p)
@@ -127,7 +128,7 @@ class RunDir:
             return
         self._check_replaceable(overwrite)
         p.mkdir(parents=True, exist_ok=True)
-        self._lock = RunLock.acquire(p)
+        self._lock = RunLock.acquire(p, remove=True)
         try:
             if self._check_replaceable(overwrite):
                 run_contents.clear_run(p)

@@ -15,6 +15,10 @@ import types
 import typing
 from typing import Any, Callable, Sequence
 
+#: keys a run's config.json records beside the settings (facts of the run, not settings):
+#: read back without complaint, never applied
+RECORDED = frozenset({"job", "package", "device_used", "teacher_sha256"})
+
 #: metadata keys of a setting
 HELP, CHOICES, FLAGS, METAVAR, RUNTIME, CLI, SHOWN = "help", "choices", "flags", "metavar", "runtime", "cli", "shown"
 LOW, HIGH, LIMIT = "low", "high", "limit"
@@ -171,7 +175,7 @@ def from_mapping(cls: type, data: dict[str, Any], source: str, complete: bool = 
         raise ValueError(f"{source}: expected a JSON object of settings, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     types_ = field_types(cls)
-    unknown = sorted(set(data) - set(fields) - {"job", "package"})
+    unknown = sorted(set(data) - set(fields) - RECORDED)
     if unknown:
         raise ValueError(f"{source}: unknown setting {unknown[0]!r} for {getattr(cls, 'job', cls.__name__)}")
     if complete:

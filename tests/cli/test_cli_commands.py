@@ -121,7 +121,7 @@ def test_export_a_run_as_a_timm_model(teacher_dir, tmp_path, capsys):
 def test_demo_keeps_each_runs_model_and_no_checkpoints(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--epochs", "1", "--iters", "2", "--batch-size", "20", "--no-progress"]) == 0
-    for run in ("teacher", "baseline", "rkd"):
+    for run in ("teacher", "baseline", "rkd", "baseline-seed1", "rkd-seed1", "baseline-seed2", "rkd-seed2"):
         assert (out / run / "model" / "model.safetensors").is_file() and not (out / run / "checkpoints").exists()
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    assert size < 100 * 2**20, size
+    assert size < 170 * 2**20, size  # a resnet18 teacher (43 MB) and 3 seeds x 2 resnet10t students (19 MB each)

@@ -1,5 +1,5 @@
-"""A real ``python -m rkd_pml distill`` killed mid-epoch, then resumed with ``--resume``, ends
-with the same weights as an uninterrupted run with the same seed."""
+"""A real ``python -m rkd_pml distill`` killed mid-epoch (or ``train-teacher`` stopped by SIGTERM),
+then resumed with ``--resume``, ends with the same weights as an uninterrupted run with the same seed."""
 
 import os
 import signal
@@ -47,11 +47,45 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, teacher_dir, capsys):
 
     # resume (in this process: one thread, like the subprocess)
     assert main(["distill", "--out", str(killed), "--resume", "--threads", "1", "--no-progress"]) == 0
-    assert f"after epoch 0, step {state['iteration']}" in capsys.readouterr().out
+    assert f"in epoch 1 of 2, after step {state['iteration']} of 12\n" in capsys.readouterr().out
 
     # the uninterrupted reference, in this process (one thread, as the subprocesses)
     assert main(["distill", "--teacher", teacher_dir, *ARGS, "--out", str(tmp_path / "straight")]) == 0
     a = load_checkpoint(Path(tmp_path / "straight" / "checkpoints" / "last.pt"))
+    b = load_checkpoint(last)
+    assert (a["loop"]["epoch"], b["loop"]["epoch"]) == (2, 2)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_sigterm_mid_epoch_then_resume_a_teacher(tmp_path, capsys):
+    """The teacher's miner draws random triplets at every step: the resumed run draws the same."""
+    args = ["--teacher", "resnet10t", *ARGS[2:]]  # train-teacher names its model --teacher
+    stopped = tmp_path / "stopped"
+    last = stopped / "checkpoints" / "last.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rkd_pml", "train-teacher", *args, "--out", str(stopped)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, f"the run did not stop on SIGTERM:\n{output}"
+    state = load_checkpoint(last)["loop"]
+    assert state["epoch"] == 0 and state["iteration"] > 0, state  # stopped in the middle of epoch 1
+    assert f"stopped in epoch 1 of 2, after step {state['iteration']} of 12;" in output
+
+    assert main(["train-teacher", "--out", str(stopped), "--resume", "--threads", "1", "--no-progress"]) == 0
+    assert f"in epoch 1 of 2, after step {state['iteration']} of 12\n" in capsys.readouterr().out
+    assert main(["train-teacher", *args, "--out", str(tmp_path / "straight")]) == 0
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(last)
     assert (a["loop"]["epoch"], b["loop"]["epoch"]) == (2, 2)
     for key, value in a["model"].items():

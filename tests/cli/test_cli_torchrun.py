@@ -129,7 +129,7 @@ def test_run_directory_is_written_once_by_rank_zero(runs):
 
 def test_resume_under_torchrun(runs):
     resumed = runs["resumed"]
-    assert resumed.count("resuming") == 1 and "after epoch 1, step 0" in resumed, resumed
+    assert resumed.count("resuming") == 1 and "after epoch 1 of " in resumed, resumed
     assert resumed.count("[student] epoch 2/2 ") == 1
     assert [r["epoch"] for r in _metrics(runs["ddp"])] == [1, 2]
     assert load_checkpoint(runs["ddp"] / "checkpoints" / "last.pt")["loop"]["epoch"] == 2

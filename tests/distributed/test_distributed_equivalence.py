@@ -10,11 +10,7 @@ of the whole batch, and one SGD step of the DDP student gives the single-process
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +28,9 @@ from rkd_pml.distributed import (
     distributed_rkd,
 )
 
+sys.path.insert(0, str(Path(__file__).parent))
+from ddp_launch import run_ranks  # noqa: E402
+
 WORKER_PATH = Path(__file__).with_name("ddp_rkd_equivalence_worker.py")
 WORLD_SIZE = 2
 RUN_TIMEOUT_S = 150  # the whole two-process run; each collective also times out after 60 s
@@ -48,55 +47,13 @@ CASES = _load_worker().case_names()
 MINED_CASES = [c for c in CASES if not c.endswith("-all")]
 
 
-def _tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else ""
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     """Run the worker on ``WORLD_SIZE`` processes; one result dict per rank."""
-    out = tmp_path_factory.mktemp("ddp_rkd")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs, logs = [], []
-    start = time.monotonic()
     try:
-        for rank in range(WORLD_SIZE):
-            log = out / f"rank{rank}.log"
-            logs.append(log)
-            with open(log, "w") as f:
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable, str(WORKER_PATH), "--out", str(out),
-                            "--rank", str(rank), "--world-size", str(WORLD_SIZE),
-                            "--init-method", f"file://{out / 'store'}", "--timeout", "60",
-                        ],
-                        stdout=f, stderr=subprocess.STDOUT, env=env,
-                    )
-                )
-        while any(p.poll() is None for p in procs):
-            if any(p.returncode not in (None, 0) for p in procs):
-                break  # one rank failed: the others would wait for it in a collective
-            if time.monotonic() - start > RUN_TIMEOUT_S:
-                break
-            time.sleep(0.1)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    wall = time.monotonic() - start
-    logs_text = "\n".join(
-        f"--- rank {r} (exit {p.returncode}) ---\n{_tail(log)}" for r, (p, log) in enumerate(zip(procs, logs))
-    )
-    if wall > RUN_TIMEOUT_S:
-        pytest.fail(f"the {WORLD_SIZE}-process run timed out after {RUN_TIMEOUT_S} s\n{logs_text}")
-    if any(p.returncode != 0 for p in procs):
-        pytest.fail(f"a rank failed\n{logs_text}")
-    results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD_SIZE)]
-    for r in results:
-        r["wall_s"] = wall
-    return results
+        return run_ranks(WORKER_PATH, WORLD_SIZE, tmp_path_factory.mktemp("ddp_rkd"), RUN_TIMEOUT_S)
+    except AssertionError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -130,3 +130,12 @@ def test_model_level_call_embeds_once_and_scores():
 class _Zero(nn.Module):
     def forward(self, x):
         return torch.zeros(len(x), 3)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_embeddings_are_refused(bad):
+    # one NaN/Inf row used to be scored (as chance or worse) instead of refused
+    emb, labels = _separable(classes=6, per_class=20, dim=4)
+    emb[7, 2] = bad
+    with pytest.raises(ValueError, match="embeddings contains NaN or Inf"):
+        few_shot_accuracy_from_embeddings(emb, labels, ways=5, shots=1, episodes=10)

@@ -83,3 +83,17 @@ def test_errors_say_what_is_missing():
         PrototypicalLoss()(x[:2], torch.tensor([0, 5]), ref_emb=x, ref_labels=labels)
     with pytest.raises(ValueError, match="ref_labels"):
         PrototypicalLoss()(x[:2], labels[:2], ref_emb=x)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_are_refused(bad):
+    # a NaN query or support used to give a NaN loss
+    x, labels = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
+    y = x.clone()
+    y[3, 1] = bad
+    with pytest.raises(ValueError, match=r"embeddings \(queries\) contains NaN or Inf"):
+        PrototypicalLoss(shots=1)(y, labels)
+    with pytest.raises(ValueError, match=r"embeddings \(queries\) contains NaN or Inf"):
+        PrototypicalLoss()(y[2:5], labels[2:5], ref_emb=x, ref_labels=labels)
+    with pytest.raises(ValueError, match=r"ref_emb \(supports\) contains NaN or Inf"):
+        PrototypicalLoss()(x[:3], labels[:3], ref_emb=y, ref_labels=labels)

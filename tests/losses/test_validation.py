@@ -47,7 +47,7 @@ def test_fitnet_widths(which, value):
 @pytest.mark.parametrize("loss_cls", [RKDDistanceLoss, RKDAngleLoss, RKDLoss])
 @pytest.mark.parametrize("value", ["Eager", "cuda", None, 1, ("eager",)])
 def test_backend(loss_cls, value):
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'compiled', 'eager'\), got"):
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'triton', 'compiled', 'eager'\), got"):
         loss_cls(backend=value)
 
 

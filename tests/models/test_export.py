@@ -42,7 +42,7 @@ def test_local_dir_model_gives_the_same_embeddings(tmp_path, name, in_chans, l2)
     model.save(tmp_path / "model")
     out = export_timm(tmp_path / "model", tmp_path / "export")
     assert out == (tmp_path / "export").resolve()
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".rkd-pml-export", "config.json", "model.safetensors"]
 
     loaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert loaded.num_classes == 24 and loaded.get_classifier().out_features == 24
@@ -107,9 +107,13 @@ def test_run_directory_overwrite_and_source_untouched(tmp_path):
     export_timm(run, out)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         export_timm(run, out)
-    (out / "stale.txt").write_text("left from before")
+    (out / "notes.txt").write_text("a user's file")
+    with pytest.raises(FileExistsError, match="notes.txt"):  # a file the export did not write
+        export_timm(str(run), str(out), overwrite=True)
+    assert (out / "notes.txt").read_text() == "a user's file"
+    (out / "notes.txt").unlink()
     export_timm(str(run), str(out), overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".rkd-pml-export", "config.json", "model.safetensors"]
     assert _digests(run / "model") == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 

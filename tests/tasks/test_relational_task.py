@@ -266,3 +266,50 @@ def test_compile_like_timm_feature_distillation():
     torch.testing.assert_close(after["loss"], before)
     after["loss"].backward()
     assert student.fc.weight.grad is not None and all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("name", ["distance_weight", "angle_weight", "task_loss_weight", "kd_loss_weight", "temperature"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, "1"])
+def test_non_finite_negative_or_string_weights_are_refused(name, value):
+    student, teacher = _models()
+    with pytest.raises(ValueError, match=f"^{name} must be a finite"):
+        RelationalDistillationTask(student, teacher, verbose=False, **{name: value})
+
+
+def test_kd_class_count_mismatch_is_refused_at_construction():
+    student, _ = _models()
+    teacher = timm.create_model("resnet10t", num_classes=CLASSES + 2)  # 7 logits for 5 classes
+    with pytest.raises(ValueError, match="teacher_model has 7 classes and student_model 5"):
+        RelationalDistillationTask(student, teacher, kd_loss_weight=1.0, verbose=False)
+    headless = timm.create_model("resnet10t", num_classes=0)
+    with pytest.raises(ValueError, match="teacher_model has no classes"):
+        RelationalDistillationTask(student, headless, kd_loss_weight=1.0, verbose=False)
+    # without KD the teacher's classes do not matter: RKD relates pooled features only
+    task = RelationalDistillationTask(student, teacher, verbose=False)
+    assert torch.isfinite(task(*_batch())["loss"])
+
+
+def test_name_only_teacher_offline_is_one_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from rkd_pml.models import PretrainedWeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    student, _ = _models()
+    with pytest.raises(PretrainedWeightsError, match="teacher_model 'resnet10t'.*HF_HUB_OFFLINE.*teacher_pretrained_path"):
+        RelationalDistillationTask(student, "resnet10t", verbose=False)
+
+
+def test_name_only_teacher_from_a_local_weights_file(tmp_path):
+    from safetensors.torch import save_file
+
+    student, _ = _models()
+    source = timm.create_model("resnet10t", num_classes=CLASSES)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    task = RelationalDistillationTask(student, "resnet10t", teacher_pretrained_path=str(tmp_path / "w.safetensors"),
+                                      kd_loss_weight=1.0, verbose=False)
+    torch.testing.assert_close(task.teacher.model.fc.weight, source.fc.weight)
+    with pytest.raises(OSError, match="teacher_model 'resnet10t': cannot load its weights"):
+        RelationalDistillationTask(student, "resnet10t", teacher_pretrained_path=str(tmp_path / "none.safetensors"),
+                                   verbose=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import rkd_pml.training.run_lock as run_lock
+import rkd_pml.files.lock as run_lock  # the lock alone: standard library only
 from rkd_pml.training.run_dir import RunDir
 from rkd_pml.training.run_lock import LOCK_NAME, RunLock, RunLockedError, read_holder
 
@@ -123,4 +123,28 @@ def test_garbage_collection_releases_the_lock(tmp_path):
         import gc
 
         gc.collect()
+    assert not run_lock._HELD
+
+
+def test_a_clean_release_removes_the_lock_file(tmp_path, teacher_dir):
+    assert not (Path(teacher_dir) / LOCK_NAME).exists()  # a finished run leaves none
+    path = tmp_path / "run"
+    first = _started_run(path)
+    assert not (path / LOCK_NAME).exists()
+    first._lock = RunLock.acquire(path)
+    second = RunDir.create(path, resume=True)
+    first.close()
+    assert (path / LOCK_NAME).is_file()  # still held (by the second holder)
+    second.close()
+    assert not (path / LOCK_NAME).exists()
+    assert sorted(p.name for p in path.iterdir()) == [".rkd-pml-run", "config.json", "metrics.jsonl"]
+
+
+def test_a_lock_held_by_another_process_is_never_removed(tmp_path, holder):
+    path = tmp_path / "run"
+    _started_run(path)
+    proc = holder(path)
+    with pytest.raises(RunLockedError):
+        RunDir.create(path, resume=True)
+    assert json.loads((path / LOCK_NAME).read_text())["pid"] == proc.pid
     assert not run_lock._HELD

@@ -48,3 +48,33 @@ def test_augmented_views_train_and_resume_exactly(teacher_dir, tmp_path, tiny):
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_refuses_a_users_folder_and_a_full_disk_in_one_line(teacher_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.json").write_text('{"project": "my notes"}\n')
+    args = ["teacher-cache", "--teacher", teacher_dir, "--views", "1", "--train-transform", "none",
+            "--student", "resnet10t", "--no-progress", "--overwrite"]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--out", str(mine)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err
+    assert f"refusing to overwrite {mine}: it is not a teacher cache" in err
+    assert (mine / "manifest.json").read_text() == '{"project": "my notes"}\n' and os.listdir(mine) == ["manifest.json"]
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--out", str(tmp_path / "full")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err
+    assert f"cannot write teacher cache {tmp_path / 'full'}: no space left on device" in err
+    assert not (tmp_path / "full").exists()
+    monkeypatch.undo()
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0  # the rerun needs nothing removed
