@@ -1,9 +1,15 @@
 """Relational Knowledge Distillation for pytorch-metric-learning, with timm backbones."""
 
-from .data import DATASETS, class_balanced_sampler, load_dataset
-from .evaluation import embed, evaluate
-from .losses import DarkRankLoss, FitNetEmbeddingLoss, RKDAngleLoss, RKDDistanceLoss, RKDLoss
-from .models import EmbeddingModel, FrozenModel, freeze_teacher
+from ._lazy import lazy_package
+
+# imported on first use (``rkd-pml --help`` needs none of them)
+_EXPORTS = {
+    **dict.fromkeys(("DATASETS", "class_balanced_sampler", "load_dataset"), ".data"),
+    **dict.fromkeys(("embed", "evaluate"), ".evaluation"),
+    **dict.fromkeys(("DarkRankLoss", "FitNetEmbeddingLoss", "RKDAngleLoss", "RKDDistanceLoss", "RKDLoss"), ".losses"),
+    **dict.fromkeys(("EmbeddingModel", "FrozenModel", "freeze_teacher"), ".models"),
+}
+lazy_package(__name__, _EXPORTS)
 
 __all__ = [
     "DATASETS",

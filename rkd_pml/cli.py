@@ -21,34 +21,32 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from .cli_flags import add_config_flags, config_for
+from .cli_flags import LazyParser, add_config_flags, config_for, count as _count
+from .cli_signals import Terminated, terminate_on_sigterm
 
 PROG = "rkd-pml"
 JOBS = ("train-teacher", "train-baseline", "distill")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``rkd-pml: error: ... (see 'rkd-pml COMMAND --help')``."""
+class _Parser(LazyParser):
+    """argparse with one-line errors: ``rkd-pml: error: ... (see 'rkd-pml COMMAND --help')``;
+    a command's arguments are added when it is used (see :class:`.cli_flags.LazyParser`)."""
 
     def error(self, message: str):
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+_positive = _count()  # an integer >= 1
 
 
 def _add_runtime(p: argparse.ArgumentParser, threads_default: Any = None) -> None:
+    from .training.config import WORKER_LIMIT, worker_limit
+
     shown = "torch's" if threads_default is None else threads_default
-    p.add_argument("--threads", type=_positive, default=threads_default, metavar="N", help=f"CPU threads for torch (default: {shown})")
+    p.add_argument("--threads", type=_count(worker_limit(), f" ({WORKER_LIMIT})"), default=threads_default, metavar="N",
+                   help=f"CPU threads for torch (default: {shown})")
 
 
 def _job_classes() -> dict[str, type]:
@@ -58,8 +56,9 @@ def _job_classes() -> dict[str, type]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rkd-pml`` parser; each command's arguments are added when that command is parsed
+    or its help shown (see :class:`_Parser`), so ``rkd-pml --help`` loads neither torch nor timm."""
     from . import __version__
-    from .training.demo import DEMO_SETTINGS
 
     parser = _Parser(
         prog=PROG,
@@ -71,64 +70,94 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("demo", help="teacher, triplet baseline and RKD student on the built-in digits; prints Recall@K",
-                       description="Train a teacher (resnet18), then a triplet baseline and an RKD-DA student (resnet10t) "
-                                   "for each of --seeds seeds, on digits 0-4 at 32 px; evaluate Recall@1/2/4/8 on the unseen "
-                                   "digits 5-9, print the table (students: mean and std over seeds) and the RKD-minus-"
-                                   "baseline difference per seed, and write the runs, results.json and recall.png to --out.")
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing demo in --out")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the teacher and of the first students (default: 0)")
-    for name, flags in (("epochs", ["--epochs"]), ("iterations_per_epoch", ["--iterations-per-epoch", "--iters"]),
-                        ("batch_size", ["--batch-size"])):
-        p.add_argument(*flags, dest=name, type=_positive, default=None, metavar="N",
-                       help=f"{name.replace('_', ' ')} of each run (default: {DEMO_SETTINGS[name]})")
-    p.add_argument("--seeds", type=_positive, default=None, metavar="N",
-                   help=f"student seeds: a baseline and an RKD student for each (default: {DEMO_SETTINGS['seeds']})")
-    p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default: auto)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    _add_runtime(p, threads_default=1)
+    def command(name: str, add_arguments: Callable[[argparse.ArgumentParser], None], **kwargs: Any) -> None:
+        sub.add_parser(name, **kwargs).add_arguments = add_arguments
 
-    from .training.cache_job import TeacherCacheConfig
-
+    command("demo", _demo_arguments,
+            help="teacher, triplet baseline and RKD student on the built-in digits; prints Recall@K",
+            description="Train a teacher (resnet18), then a triplet baseline and an RKD-DA student (resnet10t) "
+                        "for each of --seeds seeds, on digits 0-4 at 32 px; evaluate Recall@1/2/4/8 on the unseen "
+                        "digits 5-9, print the table (students: mean and std over seeds) and the RKD-minus-"
+                        "baseline difference per seed, and write the runs, results.json and recall.png to --out.")
     cache_help = ("run a teacher once over K augmented views of the training images",
                   "Run a saved teacher once over K augmented views of every training image and store, per view, its "
                   "embedding and the augmentation's parameters (safetensors + a JSON manifest); 'rkd-pml distill "
                   "--teacher-cache DIR' then never runs the teacher and shows the student exactly the view each "
                   "embedding was computed on.")
-    settings_commands = {command: (cls, (cls.__doc__ or "").splitlines()[0], cls.__doc__)
-                         for command, cls in _job_classes().items()}
-    settings_commands["teacher-cache"] = (TeacherCacheConfig, *cache_help)
-    for command, (cls, help_text, description) in settings_commands.items():
-        p = sub.add_parser(command, help=help_text, description=description)
-        p.add_argument("--config", metavar="FILE", help="settings from a JSON (or YAML) file; flags override them")
-        add_config_flags(p, cls)
-        _add_runtime(p)
+    settings_commands = {name: ((cls.__doc__ or "").splitlines()[0], cls.__doc__) for name, cls in _job_classes().items()}
+    settings_commands["teacher-cache"] = cache_help
+    for name, (help_text, description) in settings_commands.items():
+        command(name, _settings_arguments, help=help_text, description=description)
+    command("evaluate", _evaluate_arguments,
+            help="Recall@K of a saved model (or of each model of a demo's runs)",
+            description="Embed the test split (classes unseen in training) with a saved model and report "
+                        "Recall@K and PML's retrieval metrics. Data settings default to the ones the model "
+                        "was trained with. Given a folder of runs, every model in it is evaluated; the runs "
+                        "that were skipped (not finished) or could not be evaluated are named at the end "
+                        "(exit status 1 when one could not be evaluated).")
+    command("export", _export_arguments,
+            help="write a trained model as a plain timm model (timm's hub layout)",
+            description="Write the model of a run (or a saved model directory) as a plain timm model whose "
+                        "classifier is the embedding head: model.safetensors + config.json, loadable with "
+                        "timm.create_model('local-dir:DIR', pretrained=True) or, uploaded, 'hf-hub:...'.")
+    return parser
 
-    p = sub.add_parser("evaluate", help="Recall@K of a saved model (or of each model of a demo's runs)",
-                       description="Embed the test split (classes unseen in training) with a saved model and report "
-                                   "Recall@K and PML's retrieval metrics. Data settings default to the ones the model "
-                                   "was trained with. Given a folder of runs, every model in it is evaluated; the runs "
-                                   "that were skipped (not finished) or could not be evaluated are named at the end "
-                                   "(exit status 1 when one could not be evaluated).")
+
+def _settings_class(command: str) -> type:
+    """The config dataclass of a command that has settings (a training job or teacher-cache)."""
+    if command == "teacher-cache":
+        from .training.cache_job import TeacherCacheConfig
+
+        return TeacherCacheConfig
+    return _job_classes()[command]
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli_flags import bounded
+    from .training.config import MAX_BATCH, MAX_STEPS, TrainConfig
+    from .training.demo import DEMO_SETTINGS
+
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo in --out")
+    p.add_argument("--seed", type=bounded(int, TrainConfig.__dataclass_fields__["seed"]), default=0,
+                   help="random seed of the teacher and of the first students (default: 0)")
+    for name, flags, high in (("epochs", ["--epochs"], MAX_STEPS),
+                              ("iterations_per_epoch", ["--iterations-per-epoch", "--iters"], MAX_STEPS),
+                              ("batch_size", ["--batch-size"], MAX_BATCH)):
+        p.add_argument(*flags, dest=name, type=_count(high), default=None, metavar="N",
+                       help=f"{name.replace('_', ' ')} of each run (default: {DEMO_SETTINGS[name]})")
+    p.add_argument("--seeds", type=_count(100), default=None, metavar="N",
+                   help=f"student seeds: a baseline and an RKD student for each (default: {DEMO_SETTINGS['seeds']})")
+    p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    _add_runtime(p, threads_default=1)
+
+
+def _settings_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings from a JSON (or YAML) file; flags override them")
+    add_config_flags(p, _settings_class(p.prog.split()[-1]))
+    _add_runtime(p)
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    from .training.config import MAX_BATCH
+
     p.add_argument("model", metavar="MODEL_DIR", help="a run directory, a saved model directory, or a folder of runs")
     _add_evaluate_data_flags(p)
     p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default: test)")
-    p.add_argument("--batch-size", type=_positive, default=256, metavar="N", help="embedding batch size (default: 256)")
+    p.add_argument("--batch-size", type=_count(MAX_BATCH), default=256, metavar="N", help="embedding batch size (default: 256)")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE",
                    help="also write the metrics to FILE as JSON ('-' prints JSON instead of the table)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_runtime(p)
-    p = sub.add_parser("export", help="write a trained model as a plain timm model (timm's hub layout)",
-                       description="Write the model of a run (or a saved model directory) as a plain timm model whose "
-                                   "classifier is the embedding head: model.safetensors + config.json, loadable with "
-                                   "timm.create_model('local-dir:DIR', pretrained=True) or, uploaded, 'hf-hub:...'.")
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="RUN_OR_MODEL", help="a run directory or a saved model directory")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an --out folder written by an earlier export (never any other folder, a run "
                         "or a folder in use)")
-    return parser
 
 
 #: ``evaluate``'s data flags: the training settings' flags, with help about the evaluated model.
@@ -214,6 +243,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    cfg = None
+    if args.command in (*JOBS, "teacher-cache"):  # every setting is checked before torch is even imported
+        cfg = config_for(_settings_class(args.command), args)
+        if hasattr(cfg, "validate"):
+            cfg.validate()
     import torch
 
     if getattr(args, "threads", None):
@@ -234,16 +268,36 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "teacher-cache":
         from .training.cache_job import TeacherCacheConfig, build_cache
 
-        print(f"teacher cache written to {build_cache(config_for(TeacherCacheConfig, args))}")
+        print(f"teacher cache written to {build_cache(cfg)}")
         return 0
-    from .training.jobs import run_job
-    from .training.signals import stop_on_signals
+    from .training.jobs import resolve_device, run_job
 
-    cfg = config_for(_job_classes()[args.command], args)
-    with stop_on_signals():
-        results = run_job(cfg)  # under torchrun: on every process, rank 0 writing
+    _announce(cfg, resolve_device(cfg.device))
+    results = run_job(cfg)  # under torchrun: on every process, rank 0 writing; SIGTERM: see cli_signals
     _print_results(results)
     return 0
+
+
+def _announce(cfg: Any, device: Any) -> None:
+    """One line on stdout before a training job starts: its model, budget and device, with a
+    warning when the job's full default schedule is about to run on a CPU (hours)."""
+    if _torchrun_rank() > 0:
+        return
+    model = cfg.student if cfg.job == "distill" else cfg.model
+    steps = cfg.epochs * cfg.iterations_per_epoch
+    default = type(cfg)()
+    slow = device.type == "cpu" and (cfg.epochs, cfg.iterations_per_epoch) == (default.epochs, default.iterations_per_epoch)
+    print(f"{PROG}: {cfg.job}: {model} ({cfg.embedding_dim}-d), {cfg.epochs} epochs x {cfg.iterations_per_epoch} "
+          f"iterations = {steps} steps of {cfg.batch_size} images, on {device}"
+          + ("; warning: this is the paper's full schedule, hours on a CPU (for a first try pass smaller --epochs "
+             "and --iters, or run 'rkd-pml demo')" if slow else ""), flush=True)
+
+
+def _loaded_error_classes() -> tuple[type, ...]:
+    """The package's own error classes for bad input whose modules are loaded (one not loaded
+    cannot have been raised; loading it would import torch)."""
+    checkpoint = sys.modules.get("rkd_pml.training.checkpoint")
+    return (checkpoint.CheckpointError,) if checkpoint is not None else ()
 
 
 def _one_line(exc: BaseException, settings: Sequence[str] = ()) -> str:
@@ -259,6 +313,10 @@ def _one_line(exc: BaseException, settings: Sequence[str] = ()) -> str:
 
 def _torchrun_rank() -> int:
     """This process's rank among several started by torchrun; -1 otherwise."""
+    import os
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return -1  # not under torchrun (without importing torch)
     from .distributed.session import torchrun_environment
 
     try:
@@ -284,9 +342,13 @@ def _show_setting_warning(message, category, filename, lineno, file=None, line=N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rkd-pml``; returns the exit status (0 success, 2 usage error)."""
+    with terminate_on_sigterm():  # before anything is read: SIGTERM stops every phase
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .training.checkpoint import CheckpointError
     from .training.signals import TrainingInterrupted
 
     previous = warnings.showwarning
@@ -296,13 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"{PROG}: {_rank_prefix()}{exc}", file=sys.stderr)
         return 143
+    except Terminated:
+        print(f"{PROG}: {_rank_prefix()}stopped by SIGTERM", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; continue the run with the same command and --resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError, CheckpointError, FloatingPointError) as exc:
+    except (ValueError, OSError, FloatingPointError, *_loaded_error_classes()) as exc:
         # FileNotFoundError, FileExistsError and timm's weight errors are OSErrors
-        cls = _job_classes().get(args.command)
-        names = [f for f in getattr(cls, "__dataclass_fields__", {})] if args.command != "evaluate" else []
+        cls = _settings_class(args.command) if args.command in (*JOBS, "teacher-cache") else None
+        names = [f for f in getattr(cls, "__dataclass_fields__", {})]
         parser.exit(2, f"{PROG}: error: {_one_line(exc, names)}\n")
     finally:
         warnings.showwarning = previous

@@ -10,9 +10,9 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
-from .training.settings import CLI, FLAGS, HELP, METAVAR, SHOWN, check_value, choices_of, field_types
+from .training.settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, bound_error, check_bounds, check_value, choices_of, field_types
 
 
 def _int(text: str) -> int:
@@ -29,11 +29,60 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def count(high: int | None = None, what: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from 1 to ``high`` (``what`` says where ``high`` comes from)."""
+    def count(text: str) -> int:
+        value = _int(text)
+        if value < 1 or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected an integer from 1 to {high}{what}, got {value}" if high is not None
+                                             else f"expected an integer >= 1, got {value}")
+        return value
+
+    return count
+
+
+class LazyParser(argparse.ArgumentParser):
+    """A parser whose arguments may be added only when it is used: ``add_arguments(parser)`` runs
+    before it parses or formats its help, so that ``rkd-pml --help`` imports none of the modules
+    that the commands' flags come from (torch, timm, PML)."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def complete(self) -> "LazyParser":
+        """This parser with its arguments added."""
+        add, self.add_arguments = self.add_arguments, None
+        if add is not None:
+            add(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super(LazyParser, self.complete()).parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        return super(LazyParser, self.complete()).format_help()
+
+    def format_usage(self) -> str:
+        return super(LazyParser, self.complete()).format_usage()
+
+
 def int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace(",", " ").split())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def bounded(parse: Any, f: dataclasses.Field) -> Any:
+    """The argparse type ``parse`` that also refuses a value outside the bounds of the setting ``f``."""
+    def convert(text: str) -> Any:
+        value = parse(text)
+        error = bound_error(f, value)
+        if error:
+            raise argparse.ArgumentTypeError(error)
+        return value
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def flag_of(cls: type, f: dataclasses.Field) -> list[str]:
@@ -72,22 +121,49 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
         kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.metadata.get(CHOICES) is not None:
+            kwargs["metavar"] = "CHOICE"  # replaced below: argparse would list the choices at once
         else:
-            choices = choices_of(f)
-            if choices is not None:
-                kwargs["choices"] = choices
-            else:
-                kwargs["type"] = {int: _int, float: _float}.get(tp, int_list if typing.get_origin(tp) is tuple else str)
-            kwargs["metavar"] = f.metadata.get(METAVAR) if choices is None else None
-        group.add_argument(*flag_of(cls, f), **kwargs)
+            parse = {int: _int, float: _float}.get(tp, int_list if typing.get_origin(tp) is tuple else str)
+            kwargs["type"] = parse if parse is str else bounded(parse, f)
+            kwargs["metavar"] = f.metadata.get(METAVAR)
+        action = group.add_argument(*flag_of(cls, f), **kwargs)
+        if f.metadata.get(CHOICES) is not None:
+            action.metavar, action.choices = None, _Choices(f)
+
+
+class _Choices(Sequence):
+    """The choices of a setting, read when first needed (the help, or the flag given): some come
+    from registries that import torch (the data sets, the distillation losses)."""
+
+    def __init__(self, f: dataclasses.Field):
+        self.field, self._items = f, None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._items is None:
+            self._items = choices_of(self.field) or ()
+        return self._items
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    """A ``--config`` file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed."""
+    """A ``--config`` file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed, in UTF-8."""
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"--config {path}: no such file")
-    text = file.read_text()
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--config {path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                         "save the file as UTF-8") from None
     if file.suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -95,15 +171,18 @@ def read_config_file(path: str) -> dict[str, Any]:
             raise ValueError(f"--config {path}: YAML needs PyYAML (pip install pyyaml); or write the file as JSON") from None
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of more than 4300 digits
             raise ValueError(f"--config {path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
     else:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
             raise ValueError(f"--config {path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected an object of settings, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise ValueError(f"--config {path}: setting names are words, got {key!r}")
     return data
 
 
@@ -120,9 +199,6 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
     """The job's config: defaults; a ``--config`` file; with ``--resume``, the saved run's
     settings instead, the file's values then applied like flags (so a setting that differs from
     the run's is refused, as the same flag is); then the flags given on the command line."""
-    from .training.config import config_from_dict
-    from .training.run_dir import RunDir
-
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names}
     from_file: dict[str, Any] = {}
@@ -133,6 +209,9 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
     else:
         config = cls()
     if given.get("resume"):
+        from .training.config import config_from_dict
+        from .training.run_dir import RunDir
+
         out = Path(given.get("out") or config.out or resume_dir or f"runs/{cls.job.split('-')[-1]}")
         run = RunDir(out)
         if not run.config_path.is_file():
@@ -143,4 +222,6 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
             raise ValueError(f"{out} holds a {config.job!r} run, not a {cls.job!r} run")
         # the file's settings count as flags: a runtime one applies, another that differs is refused
         given = {**from_file, **given, "out": str(out)}
-    return apply_flags(config, given)
+    config = apply_flags(config, given)
+    check_bounds(config)
+    return config

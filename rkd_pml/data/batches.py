@@ -37,13 +37,19 @@ def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
 
 
 def choose_m_per_class(labels: Sequence[int], batch_size: int, preferred: int = DEFAULT_M_PER_CLASS) -> int:
-    """``preferred`` if the classes can fill a batch with it, else the smallest divisor of
-    ``batch_size`` that can (few training classes, e.g. digits' 5)."""
-    num_classes = len(set(int(x) for x in labels))
-    for m in range(1, batch_size + 1):
-        if batch_size % m == 0 and m >= preferred and m * num_classes >= batch_size:
-            return m
-    return batch_size
+    """The smallest divisor of ``batch_size`` that is at least ``preferred`` and that the classes
+    fill (``m * classes >= batch_size``; few training classes, e.g. digits' 5, need a larger one);
+    ``batch_size`` if none is. ValueError if ``batch_size`` exceeds the number of images."""
+    labels = [int(x) for x in labels]
+    if batch_size > len(labels):
+        raise ValueError(f"batch_size must be at most the {len(labels)} training images, got {batch_size}")
+    need = max(preferred, -(-batch_size // max(1, len(set(labels)))))
+    best, d = batch_size, 1
+    while d * d <= batch_size:  # divisors come in pairs (d, batch_size // d)
+        if batch_size % d == 0:
+            best = min([best] + [m for m in (d, batch_size // d) if m >= need])
+        d += 1
+    return best
 
 
 def check_class_balance(labels: Sequence[int], batch_size: int, m_per_class: int, flag: str = "--m-per-class") -> None:

@@ -10,16 +10,24 @@
 Under ``torchrun`` the jobs train on all the processes (see :mod:`rkd_pml.distributed.session`).
 """
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, TripletConfig
-from .demo import DEMO_SETTINGS, demo
-from .evaluate_job import evaluate_all, evaluate_saved
-from .jobs import distill, resolve_device, run_job, train_baseline, train_teacher
-from .loop import TrainingSetup, fit
-from .objective import Objective, build_objective
-from .resolve import SettingWarning
-from .run_dir import RunDir, is_main_process
-from .signals import TrainingInterrupted, request_stop, stop_on_signals
+from .._lazy import lazy_package
+
+# imported on first use: the command line reads the configs without loading torch
+_EXPORTS = {
+    **dict.fromkeys(("CheckpointError", "load_checkpoint", "save_checkpoint"), ".checkpoint"),
+    **dict.fromkeys(("BaselineConfig", "DistillConfig", "TeacherConfig", "TrainConfig", "TripletConfig"), ".config"),
+    **dict.fromkeys(("DEMO_SETTINGS", "demo"), ".demo"),
+    **dict.fromkeys(("evaluate_all", "evaluate_saved"), ".evaluate_job"),
+    **dict.fromkeys(("distill", "resolve_device", "run_job", "train_baseline", "train_teacher"), ".jobs"),
+    **dict.fromkeys(("TrainingSetup", "fit"), ".loop"),
+    **dict.fromkeys(("Objective", "build_objective"), ".objective"),
+    "SettingWarning": ".resolve",
+    **dict.fromkeys(("RunDir", "is_main_process"), ".run_dir"),
+    **dict.fromkeys(("TrainingInterrupted", "request_stop", "stop_on_signals"), ".signals"),
+    # PML 2's trainers (which PML 3 removed) are imported only when the trainer is asked for
+    "DistillationTrainer": ".trainer",
+}
+lazy_package(__name__, _EXPORTS)
 
 __all__ = [
     "BaselineConfig",
@@ -51,11 +59,3 @@ __all__ = [
     "train_teacher",
 ]
 
-
-def __getattr__(name: str):
-    # PML 2's trainers (which PML 3 removed) are imported only when the trainer is asked for
-    if name == "DistillationTrainer":
-        from .trainer import DistillationTrainer
-
-        return DistillationTrainer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..models import build_model, load_teacher
-from .config import PRECISIONS, TRANSFORMS, DistillConfig, _datasets
+from .config import (MAX_BATCH, MAX_IMAGE_SIZE, MAX_SEED, MAX_VIEWS, PRECISIONS, TRANSFORMS, WORKER_LIMIT, DistillConfig,
+                     _datasets, worker_limit)
 from .jobs import resolve_device
 from .resolve import inherit_data_settings, resolve_data_defaults
 from .settings import setting
@@ -20,19 +21,21 @@ class TeacherCacheConfig:
     """Settings of a teacher cache (the data settings default to the teacher's, as in distill)."""
 
     teacher: str | None = setting(None, "the trained teacher: a run directory or a saved model directory", metavar="DIR")
-    views: int = setting(8, "augmented views per training image (1 with --train-transform none: the plain images)", metavar="K")
+    views: int = setting(8, "augmented views per training image (1 with --train-transform none: the plain images)", metavar="K",
+                         high=MAX_VIEWS)
     out: str | None = setting(None, "the cache directory to write", metavar="DIR")
     dataset: str | None = setting(None, "data set", choices=_datasets, shown="the teacher's, else digits")
     root: str | None = setting(None, "where the data set lives", metavar="PATH")
-    image_size: int | None = setting(None, "image side in pixels", metavar="PX", shown="the teacher's, else the data set's")
+    image_size: int | None = setting(None, "image side in pixels", metavar="PX", shown="the teacher's, else the data set's",
+                                     high=MAX_IMAGE_SIZE)
     in_chans: int | None = setting(None, "input channels: 3 (RGB) or 1 (grey)", metavar="C", shown="the teacher's, else 3")
     train_transform: str = setting("paper", "the distillation run's training augmentation", choices=TRANSFORMS)
     student: str = setting("resnet18", "the student the cache is for (its data config sets the interpolation)", metavar="NAME|DIR")
-    seed: int = setting(0, "seed of the views' random draws", metavar="S")
-    batch_size: int = setting(128, "teacher batch size", metavar="N")
+    seed: int = setting(0, "seed of the views' random draws", metavar="S", low=0, high=MAX_SEED)
+    batch_size: int = setting(128, "teacher batch size", metavar="N", high=MAX_BATCH)
     precision: str = setting("fp32", "autocast precision of the teacher", choices=PRECISIONS)
     device: str = setting("auto", "cpu, cuda, cuda:N or auto", metavar="DEV")
-    num_workers: int = setting(0, "data-loading worker processes", metavar="N")
+    num_workers: int = setting(0, "data-loading worker processes", metavar="N", high=worker_limit, limit=WORKER_LIMIT)
     overwrite: bool = setting(False, "replace an existing cache in --out")
     progress: bool = setting(True, "progress bar")
 

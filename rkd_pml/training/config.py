@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import from_mapping, redefault, runtime_fields, setting, to_mapping
+from .settings import check_bounds, from_mapping, redefault, runtime_fields, setting, to_mapping
 
 
 def _datasets() -> list[str]:
@@ -45,6 +46,38 @@ AUTO_VAL_FRACTION = 0.2
 TRANSFORMS = ("paper", "random_resized_crop", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
+# Upper bounds of the counts and rates: far above any real run, low enough that a typo (an extra
+# zero, 1e23) is one error before any work instead of a run that exhausts the memory or never ends.
+#: epochs, steps per epoch, milestones, evaluation and checkpoint intervals
+MAX_STEPS = 10**7
+#: images per batch (a training batch is also at most the training images: checked on the data)
+MAX_BATCH = 2**20
+MAX_IMAGE_SIZE = 4096
+MAX_EMBEDDING_DIM = 2**16
+#: NumPy's RandomState takes seeds below 2**32
+MAX_SEED = 2**32 - 1
+#: learning rate (also after the milestones), weight decay, learning-rate factor
+MAX_RATE = 10.0
+#: loss weights and margins
+MAX_WEIGHT = 1e6
+#: augmented views per image of a teacher cache
+MAX_VIEWS = 1024
+MIN_WORKER_LIMIT = 4
+WORKER_LIMIT = f"{MIN_WORKER_LIMIT}, or the CPUs this process may use where more"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def worker_limit() -> int:
+    """The most data-loading worker processes (or CPU threads) a run may start."""
+    return max(MIN_WORKER_LIMIT, usable_cpus())
+
 
 @dataclass
 class TrainConfig:
@@ -56,7 +89,8 @@ class TrainConfig:
     test_root: str | None = setting(
         None, "folder data: a separate folder of test classes (then --root holds only training classes)", metavar="PATH"
     )
-    image_size: int | None = setting(None, "image side in pixels", metavar="PX", shown="the teacher's, else the data set's")
+    image_size: int | None = setting(None, "image side in pixels", metavar="PX", shown="the teacher's, else the data set's",
+                                     high=MAX_IMAGE_SIZE)
     in_chans: int | None = setting(None, "input channels: 3 (RGB) or 1 (grey)", metavar="C", shown="the teacher's, else 3")
     train_transform: str = setting(
         "paper", "training augmentation: paper = resize to S*256/224, random SxS crop, flip; "
@@ -72,21 +106,25 @@ class TrainConfig:
         shown=f"{AUTO_VAL_FRACTION} where that holds out >= 2 classes and keeps >= 2, else 0",
     )
     # batches and schedule
-    epochs: int = setting(40, "number of epochs", metavar="N", runtime=True)
-    iterations_per_epoch: int = setting(100, "training steps per epoch", flags=("--iterations-per-epoch", "--iters"), metavar="N")
-    batch_size: int = setting(128, "images per batch (under torchrun: the global batch)", metavar="N")
+    epochs: int = setting(40, "number of epochs", metavar="N", runtime=True, high=MAX_STEPS)
+    iterations_per_epoch: int = setting(100, "training steps per epoch", flags=("--iterations-per-epoch", "--iters"), metavar="N",
+                                        high=MAX_STEPS)
+    batch_size: int = setting(128, "images per batch (under torchrun: the global batch)", metavar="N", high=MAX_BATCH)
     m_per_class: int | None = setting(
-        None, "images of each class in a batch", metavar="M",
+        None, "images of each class in a batch", metavar="M", high=MAX_BATCH,
         shown="4, or the smallest divisor of the batch size that the training classes fill",
     )
-    lr: float = setting(1e-5, "Adam learning rate", metavar="LR")
-    weight_decay: float = setting(1e-5, "Adam weight decay", metavar="WD")
-    lr_milestones: tuple[int, ...] = setting((25, 30, 35), "epochs after which the learning rate is multiplied by --lr-gamma", metavar="E1,E2,...")
-    lr_gamma: float = setting(0.5, "learning-rate factor at each milestone", metavar="G")
+    lr: float = setting(1e-5, "Adam learning rate", metavar="LR", high=MAX_RATE)
+    weight_decay: float = setting(1e-5, "Adam weight decay", metavar="WD", high=MAX_RATE)
+    lr_milestones: tuple[int, ...] = setting((25, 30, 35), "epochs after which the learning rate is multiplied by --lr-gamma",
+                                             metavar="E1,E2,...", high=MAX_STEPS)
+    lr_gamma: float = setting(0.5, "learning-rate factor at each milestone", metavar="G", high=MAX_RATE)
     # evaluation
-    recall_ks: tuple[int, ...] | None = setting(None, "Ks of Recall@K (must include 1)", metavar="K1,K2,...", shown="1,2,4,8; sop: 1,10,100,1000")
-    eval_every: int = setting(1, "evaluate every N epochs (and after the last)", metavar="N", runtime=True)
-    eval_batch_size: int = setting(256, "batch size when embedding the evaluation images", metavar="N", runtime=True)
+    recall_ks: tuple[int, ...] | None = setting(None, "Ks of Recall@K (must include 1)", metavar="K1,K2,...", shown="1,2,4,8; sop: 1,10,100,1000",
+                                                high=MAX_STEPS)
+    eval_every: int = setting(1, "evaluate every N epochs (and after the last)", metavar="N", runtime=True, high=MAX_STEPS)
+    eval_batch_size: int = setting(256, "batch size when embedding the evaluation images", metavar="N", runtime=True,
+                                   high=MAX_BATCH)
     # speed
     precision: str = setting(
         "fp32", "autocast precision of the forward passes: bf16 (CPU, CUDA), fp16 (CUDA, with a gradient scaler)",
@@ -99,12 +137,14 @@ class TrainConfig:
         "pil; pixels within 1/255 of pil's but for a few bicubic ones); pil = each image decoded and transformed with PIL in the loader",
         choices=("fast", "pil"),
     )
-    num_workers: int = setting(0, "data-loading worker processes (resume stays exact: each batch is seeded)", metavar="N", runtime=True)
+    num_workers: int = setting(0, "data-loading worker processes (resume stays exact: each batch is seeded)", metavar="N",
+                               runtime=True, high=worker_limit, limit=WORKER_LIMIT)
     # run
     out: str | None = setting(None, "output directory: config.json, metrics.jsonl, results.json, recall.png, checkpoints/, model/", metavar="DIR", shown="runs/<job>", runtime=True)
-    seed: int = setting(0, "random seed (weights, batches, augmentation)", metavar="S")
+    seed: int = setting(0, "random seed (weights, batches, augmentation)", metavar="S", low=0, high=MAX_SEED)
     device: str = setting("auto", "cpu, cuda, cuda:N, mps or auto (CUDA when available)", metavar="DEV", runtime=True)
-    checkpoint_every: int = setting(0, "also save the resume checkpoint every N steps within an epoch (0: at epoch ends)", metavar="N", runtime=True)
+    checkpoint_every: int = setting(0, "also save the resume checkpoint every N steps within an epoch (0: at epoch ends)",
+                                    metavar="N", runtime=True, high=MAX_STEPS)
     resume: bool = setting(False, "continue the interrupted run in --out from its last checkpoint (its saved settings are reused)", runtime=True)
     overwrite: bool = setting(False, "replace an existing run of this package in --out", runtime=True)
     progress: bool = setting(True, "progress bars", runtime=True)
@@ -161,11 +201,21 @@ class TrainConfig:
                 raise ValueError(f"recall_ks must include 1 (Recall@1 selects the best epoch), got {self.recall_ks}")
         if any(int(m) < 1 for m in self.lr_milestones):
             raise ValueError(f"lr_milestones must be epochs >= 1, got {self.lr_milestones}")
+        check_bounds(self)
+        _check_peak_lr(self.lr, self.lr_gamma, self.lr_milestones)
         for name, allowed in (("train_transform", TRANSFORMS), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.test_root is not None and self.dataset not in (None, "folder"):
             raise ValueError(f"test_root is for the folder data set, not {self.dataset!r}")
+
+
+def _check_peak_lr(lr: float, gamma: float, milestones: tuple[int, ...]) -> None:
+    """ValueError if a factor above 1 raises the learning rate past :data:`MAX_RATE` (PyTorch's
+    MultiStepLR applies it once per milestone, repeated ones included)."""
+    if gamma > 1 and milestones and math.log(lr) + len(milestones) * math.log(gamma) > math.log(MAX_RATE):
+        raise ValueError(f"lr_gamma ({gamma}) raises the learning rate {lr} past {MAX_RATE} at the {len(milestones)} "
+                         f"lr_milestones ({lr} x {gamma}^{len(milestones)}); use a smaller --lr-gamma or fewer milestones")
 
 
 def _at_least(name: str, value: Any, minimum: int) -> None:
@@ -188,11 +238,12 @@ class TripletConfig(TrainConfig):
     """A model trained on its own with triplet loss on distance-weighted triplets."""
 
     model: str = setting("resnet50", "a timm model name (e.g. resnet18) or a saved model directory to start from", metavar="NAME|DIR")
-    embedding_dim: int = setting(512, "width of the embedding (linear head after the pooled features)", metavar="D")
+    embedding_dim: int = setting(512, "width of the embedding (linear head after the pooled features)", metavar="D",
+                                 high=MAX_EMBEDDING_DIM)
     pretrained: bool = setting(False, "start from timm's ImageNet weights (needs network access or a cached copy)")
     weights: str | None = setting(None, "start from a local timm weights file (.safetensors/.pth)", metavar="FILE")
     l2_normalize: bool = setting(True, "L2-normalise the embedding")
-    margin: float = setting(0.2, "triplet margin", metavar="M")
+    margin: float = setting(0.2, "triplet margin", metavar="M", high=MAX_WEIGHT)
     #: "distance_weighted" (the recipe), "none" (all triplets) or a PML miner object
     miner: Any = setting("distance_weighted", "triplet sampling: distance-weighted (Wu et al. 2017) or all triplets", choices=("distance_weighted", "none"))
     triplet_reduction: str = setting("mean", "mean over all mined triplets (official RKD code) or over the non-zero ones (PML's default)", choices=("mean", "avg_nonzero"))
@@ -233,24 +284,25 @@ class DistillConfig(TrainConfig):
     teacher: str | None = setting(None, "the trained teacher: a run directory of train-teacher or a saved model directory", metavar="DIR")
     teacher_cache: str | None = setting(None, "read the teacher's embeddings from a cache written by 'rkd-pml teacher-cache' instead of running it", metavar="DIR")
     student: str = setting("resnet18", "the student: a timm model name or a saved model directory to start from", metavar="NAME|DIR")
-    embedding_dim: int = setting(64, "student embedding width", metavar="D")
+    embedding_dim: int = setting(64, "student embedding width", metavar="D", high=MAX_EMBEDDING_DIM)
     pretrained: bool = setting(False, "start the student from timm's ImageNet weights (network or cache needed)")
     weights: str | None = setting(None, "start the student from a local timm weights file", metavar="FILE")
     l2_normalize: bool = setting(False, "L2-normalise the student's embedding (the paper: off)")
     #: a registered name, "triplet" (no teacher), or a loss object called as
     #: ``loss(student_emb, labels, indices_tuple, ref_emb=teacher_emb)``
     loss: Any = setting("rkd", "distillation loss (rkd = RKD-DA; triplet = the student's triplet loss alone, no teacher)", choices=_losses)
-    distance_weight: float = setting(1.0, "weight of RKD-D", metavar="W")
-    angle_weight: float = setting(2.0, "weight of RKD-A", metavar="W")
+    distance_weight: float = setting(1.0, "weight of RKD-D", metavar="W", high=MAX_WEIGHT)
+    angle_weight: float = setting(2.0, "weight of RKD-A", metavar="W", high=MAX_WEIGHT)
     darkrank_alpha: float = setting(3.0, "DarkRank's score scale alpha", metavar="A")
     darkrank_beta: float = setting(3.0, "DarkRank's distance exponent beta", metavar="B")
-    darkrank_list_length: int = setting(4, "DarkRank's list length (teacher's nearest neighbours per anchor)", metavar="L")
-    distill_weight: float = setting(1.0, "multiplier of the whole distillation loss", metavar="W")
+    darkrank_list_length: int = setting(4, "DarkRank's list length (teacher's nearest neighbours per anchor)", metavar="L",
+                                        high=MAX_BATCH)
+    distill_weight: float = setting(1.0, "multiplier of the whole distillation loss", metavar="W", high=MAX_WEIGHT)
     #: None, "triplet" or a PML loss object
     student_metric_loss: Any = setting(None, "a metric loss on the student too", choices=("triplet",))
-    student_metric_weight: float = setting(1.0, "weight of the student's metric loss", metavar="W")
+    student_metric_weight: float = setting(1.0, "weight of the student's metric loss", metavar="W", high=MAX_WEIGHT)
     student_miner: Any = setting("distance_weighted", "miner of the student's metric loss", choices=("distance_weighted", "none"))
-    margin: float = setting(0.2, "margin of the student triplet loss", metavar="M")
+    margin: float = setting(0.2, "margin of the student triplet loss", metavar="M", high=MAX_WEIGHT)
     triplet_reduction: str = setting("mean", "reduction of the student triplet loss", choices=("mean", "avg_nonzero"))
     # the paper's student schedule
     epochs: int = redefault(TrainConfig, "epochs", 80)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Callable, Sequence
@@ -20,6 +21,7 @@ RECORDED = frozenset({"job", "package", "device_used", "teacher_sha256"})
 
 #: metadata keys of a setting
 HELP, CHOICES, FLAGS, METAVAR, RUNTIME, CLI, SHOWN = "help", "choices", "flags", "metavar", "runtime", "cli", "shown"
+LOW, HIGH, LIMIT = "low", "high", "limit"
 
 
 def setting(
@@ -32,13 +34,49 @@ def setting(
     runtime: bool = False,
     cli: bool = True,
     shown: str | None = None,
+    low: int | float | None = None,
+    high: int | float | Callable[[], int] | None = None,
+    limit: str | None = None,
 ) -> Any:
     """A dataclass field with its help text, choices (a list or a function giving it), extra
     command-line ``flags`` (the first is the main one; default ``--field-name``), ``metavar``,
-    whether it may change on ``--resume`` (``runtime``), whether the CLI has it, and the text
-    ``--help`` shows as its default when the default is resolved later (``shown``)."""
-    meta = {HELP: help, CHOICES: choices, FLAGS: tuple(flags), METAVAR: metavar, RUNTIME: runtime, CLI: cli, SHOWN: shown}
+    whether it may change on ``--resume`` (``runtime``), whether the CLI has it, the text
+    ``--help`` shows as its default when the default is resolved later (``shown``), and the
+    inclusive bounds ``low``/``high`` of a number (of each item of a list; ``high`` may be a
+    function, for a limit of this machine read when checked), with ``limit`` saying where
+    ``high`` comes from (see :func:`bound_error`)."""
+    meta = {HELP: help, CHOICES: choices, FLAGS: tuple(flags), METAVAR: metavar, RUNTIME: runtime, CLI: cli, SHOWN: shown,
+            LOW: low, HIGH: high, LIMIT: limit}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def bound_error(f: dataclasses.Field, value: Any) -> str | None:
+    """``None`` if the number ``value`` (or each number of a list) lies within the bounds of the
+    setting ``f``, else what is wrong, without the setting's name: ``"must be an integer from 0
+    to 4294967295, got -1"``. Values that are not numbers are left to the type checks."""
+    low, high = (b() if callable(b) else b for b in (f.metadata.get(LOW), f.metadata.get(HIGH)))
+    if low is None and high is None:
+        return None
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if (low is not None and item < low) or (high is not None and item > high):
+            kind = "a number" if isinstance(item, float) or isinstance(high, float) or isinstance(low, float) else "an integer"
+            where = f"from {low} to {high}" if low is not None and high is not None else (
+                f"<= {high}" if low is None else f">= {low}")
+            note = f" ({f.metadata[LIMIT]})" if f.metadata.get(LIMIT) else ""
+            items = " each" if isinstance(value, (list, tuple)) else ""
+            return f"must{items} be {kind} {where}{note}, got {item!r}"
+    return None
+
+
+def check_bounds(config: Any) -> None:
+    """ValueError naming the first setting of the dataclass ``config`` outside its bounds."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        error = None if value is None else bound_error(f, value)
+        if error:
+            raise ValueError(f"{f.name} {error}")
 
 
 def redefault(cls: type, name: str, default: Any) -> Any:
@@ -69,7 +107,11 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 
 def check_value(name: str, value: Any, tp: Any, choices: Sequence[str] | None = None) -> Any:
     """``value`` as a value of type ``tp`` (lists become tuples); ValueError naming ``name`` and
-    what is accepted otherwise. Strings are never read as booleans or numbers here."""
+    what is accepted otherwise.
+
+    A string that spells a number is read as one where a number is expected (PyYAML reads
+    ``1e-3`` as a string: YAML 1.1 floats need a dot); a string is never read as a boolean (an
+    unquoted true/false is a boolean in YAML and JSON, so a quoted one was meant otherwise)."""
     optional, base = _is_optional(tp)
     if value is None:
         if optional or base is Any:
@@ -84,12 +126,21 @@ def check_value(name: str, value: Any, tp: Any, choices: Sequence[str] | None = 
     if base is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be true or false, a boolean, not the string {_quoted(value)}: remove the quotes")
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if base is int:
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,30}\s*", value):
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer, got {_quoted(value) if isinstance(value, str) else repr(value)}")
     if base is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got {_quoted(value)}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -107,6 +158,11 @@ def check_value(name: str, value: Any, tp: Any, choices: Sequence[str] | None = 
         (item,) = typing.get_args(base)[:1]
         return tuple(check_value(f"{name}[{i}]", v, item) for i, v in enumerate(value))
     raise TypeError(f"internal: no check for the type {tp} of {name}")
+
+
+def _quoted(text: str) -> str:
+    """``text`` in double quotes, as a YAML or JSON file writes a string."""
+    return '"' + text.replace('"', '\\"') + '"'
 
 
 def from_mapping(cls: type, data: dict[str, Any], source: str, complete: bool = False) -> Any:

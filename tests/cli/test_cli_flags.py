@@ -14,7 +14,7 @@ from rkd_pml.training.config import BaselineConfig, DistillConfig, TeacherConfig
 def _subparser(command: str) -> argparse.ArgumentParser:
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices[command]
+    return action.choices[command].complete()  # a command's flags are added when it is used
 
 
 @pytest.mark.parametrize("command, cls", [("distill", DistillConfig), ("train-teacher", TeacherConfig),
