@@ -47,9 +47,6 @@ def evaluate_saved(
     folder = find_saved_model(model_dir, flag="MODEL_DIR")
     model = EmbeddingModel.load(folder, map_location=dev)
     recorded = model.training_data or {}
-    if dataset is not None and dataset != recorded.get("dataset"):
-        # the recorded roots are where the model's own data set lives, not another one's
-        recorded = {k: v for k, v in recorded.items() if k not in ("root", "test_root")}
     settings = TrainConfig(dataset=dataset, root=root, image_size=image_size, test_transform=test_transform,
                            in_chans=in_chans, test_root=test_root, recall_ks=tuple(ks) if ks else None,
                            train_transform=recorded.get("train_transform", "paper"))

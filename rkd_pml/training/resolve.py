@@ -31,10 +31,12 @@ def flag(name: str) -> str:
 
 def inherit_data_settings(cfg: TrainConfig, recorded: dict[str, Any], source: str) -> TrainConfig:
     """Fill the unset data settings of ``cfg`` from ``recorded`` (a model's ``training_data``);
-    warn once for each given setting that differs from it."""
+    warn once for each given setting that differs from it. When ``cfg`` names another data set
+    than the recorded one, the recorded roots (where that data set lives) are not inherited."""
     changes = {}
+    other_data = cfg.dataset is not None and cfg.dataset != recorded.get("dataset")
     for name in DATA_SETTINGS:
-        if name not in recorded or recorded[name] is None:
+        if name not in recorded or recorded[name] is None or (other_data and name in _OF_THE_DATA_SET):
             continue
         mine, theirs = getattr(cfg, name), recorded[name]
         if mine is None:
@@ -43,6 +45,10 @@ def inherit_data_settings(cfg: TrainConfig, recorded: dict[str, Any], source: st
             warnings.warn(f"{flag(name)} {mine} differs from {theirs}, the setting {source} was trained with; using {mine}",
                           SettingWarning, stacklevel=3)
     return cfg.replace(**changes) if changes else cfg
+
+
+#: Recorded data settings that belong to the recorded data set only.
+_OF_THE_DATA_SET = ("root", "test_root")
 
 
 def _normal(name: str, value: Any) -> Any:

@@ -180,3 +180,23 @@ def test_tensorboard_gets_the_logged_scalars(teacher_dir, tmp_path, tiny):
     assert {"loss/rkd_distance", "loss/rkd_angle", "loss/loss", "lr", "step_seconds", "test/recall@1"} <= tags
     record = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[0])
     assert events.Scalars("loss/rkd_angle")[0].value == pytest.approx(record["rkd_angle"], rel=1e-6)
+
+
+def test_another_data_set_does_not_inherit_the_recorded_roots(tmp_path):
+    """distill, teacher-cache and evaluate fill unset data settings from the teacher's record;
+    the roots say where the teacher's own data set lives, so a --dataset naming another one
+    must not pick them up (it would read the omniglot archive as a folder data set)."""
+    import warnings
+
+    from rkd_pml.training.config import TrainConfig
+    from rkd_pml.training.resolve import inherit_data_settings
+
+    recorded = {"dataset": "omniglot", "root": str(tmp_path / "omniglot.zip"), "test_root": None,
+                "image_size": 32, "in_chans": 1, "test_transform": "paper"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = inherit_data_settings(TrainConfig(dataset="folder"), recorded, "the teacher T")
+        same = inherit_data_settings(TrainConfig(dataset="omniglot"), recorded, "the teacher T")
+        unset = inherit_data_settings(TrainConfig(), recorded, "the teacher T")
+    assert other.root is None and (other.dataset, other.image_size, other.in_chans) == ("folder", 32, 1)
+    assert same.root == recorded["root"] and unset.root == recorded["root"] and unset.dataset == "omniglot"
