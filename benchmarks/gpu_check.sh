@@ -6,7 +6,7 @@
 #   PML_WHEEL=path/to/pytorch_metric_learning-2.9.0-py3-none-any.whl bash benchmarks/gpu_check.sh OUTDIR
 #   bash benchmarks/gpu_check.sh --cpu-dry-run OUTDIR  # without a GPU: tiny CPU sizes, cuda tests skipped
 #
-# Steps, each under a timeout within one overall deadline (GPU_CHECK_SECONDS, default 460 s; 1200 s
+# Steps, each under a timeout within one overall deadline (GPU_CHECK_SECONDS, default 460 s; 1500 s
 # for the dry run):
 #   1. pytest -m cuda: the tests marked cuda (every test file that uses the marker);
 #   2. bench_losses.py --device cuda (RKD-DA fwd+bwd, time by CUDA events, peak CUDA memory);
@@ -53,7 +53,7 @@ if ! "$PY" -c "import pytorch_metric_learning, timm, torch, rkd_pml" >> "$OUT/se
   exit 1
 fi
 DEVICE=cuda; [ "$DRY" = 1 ] && DEVICE=cpu
-DEFAULT_SECONDS=460; [ "$DRY" = 1 ] && DEFAULT_SECONDS=1200  # a shared 2-core CPU is slow to start each process
+DEFAULT_SECONDS=460; [ "$DRY" = 1 ] && DEFAULT_SECONDS=1500  # a shared 2-core CPU is slow to start each process
 DEADLINE=$((START + ${GPU_CHECK_SECONDS:-$DEFAULT_SECONDS}))
 
 OMNIGLOT=""
@@ -92,8 +92,8 @@ step pytest_cuda 200 "$PY" -m pytest -m cuda -p no:cacheprovider -rs --junitxml=
 if [ "$DRY" = 1 ]; then
   step bench_losses 240 "$PY" benchmarks/bench_losses.py --device cpu --n 64 --dt 64 --ds 16 \
     --impls rkd_eager,official --repeats 2 --min-seconds 0 --threads 1 --out "$OUT/bench_losses.json"
-  step bench_step 90 "$PY" benchmarks/bench_step.py --quick --threads 1 --json "$OUT/bench_step.json"
-  step bench_pipeline_16px 120 "$PY" benchmarks/bench_pipeline.py --quick --threads 1 --json "$OUT/bench_pipeline_16px.json"
+  step bench_step 300 "$PY" benchmarks/bench_step.py --quick --threads 1 --json "$OUT/bench_step.json"
+  step bench_pipeline_16px 300 "$PY" benchmarks/bench_pipeline.py --quick --threads 1 --json "$OUT/bench_pipeline_16px.json"
 else
   step bench_losses 75 "$PY" benchmarks/bench_losses.py --device cuda --n 256,1024,2048,4096 --dt 2048 \
     --impls rkd_compiled,rkd_eager,official --repeats 10 --min-seconds 1 --max-seconds 10 --out "$OUT/bench_losses.json"
