@@ -5,8 +5,9 @@ against the same loop fed by in-memory synthetic batches of the same shapes.
 Both runs are ``rkd_pml.training.distill`` itself (the library's loop, step, models, objective,
 optimizer, precision, channels-last and compile settings), from the same randomly initialised
 teacher (saved once) and the same student settings, for ``--epochs`` epochs of ``--steps``
-steps each. The synthetic run differs in one thing: the loop's loader
-(``rkd_pml.training.loop.make_loader``) is replaced for its duration by one that yields, for
+steps each. The synthetic run differs in one thing: the loop's loader (built by
+``rkd_pml.training.loop``'s ``make_loader`` / ``training_loader``) is replaced for its duration
+by one that yields, for
 every batch the sampler asks for, one fixed batch already on the training device (uniform
 images in [0, 1] with the real images' shape, ``m_per_class`` images per class); decoding,
 augmentation, collation and the host-to-device copy are then gone.
@@ -56,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--input-pipeline", default=None, help="the real run's input pipeline, where the library has "
+                   "the setting (fast or pil; default: the library's default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", default=None, help="write the results here")
@@ -84,12 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class SyntheticLoader:
-    """Stands in for the loop's DataLoader: per epoch, as many batches as the sampler holds,
-    each the same ``(images, labels)`` already on ``device``. The images' shape is that of one
-    real item (read once); ``count`` says how many batches were served."""
+    """Stands in for the loop's loader: per epoch, as many batches as the sampler holds, each
+    the same ``(images, labels)`` already on ``device``. The images' shape is that of one real
+    item of ``data`` (read once); ``count`` says how many batches were served."""
 
-    def __init__(self, items: Any, sampler: Any, device: Any, batch: int, m_per_class: int):
-        self.items, self.sampler, self.device = items, sampler, device
+    def __init__(self, data: Any, sampler: Any, device: Any, batch: int, m_per_class: int):
+        self.data, self.sampler, self.device = data, sampler, device
         self.batch, self.m_per_class = batch, m_per_class
         self.images = self.labels = None
         self.count = 0
@@ -97,10 +100,13 @@ class SyntheticLoader:
     def _make(self) -> None:
         import torch
 
-        first = next(iter(self.sampler))[0]
-        image = self.items[first][0]  # (C, H, W): one real item, for its shape only
+        key = next(iter(self.sampler))[0]  # an index, or (index, seed) / (index, epoch)
+        try:
+            item = self.data[key]
+        except (TypeError, IndexError, KeyError, ValueError):  # a plain data set indexed by position
+            item = self.data[key[0]]
         g = torch.Generator().manual_seed(0)
-        self.images = torch.rand((self.batch, *image.shape), generator=g).to(self.device)
+        self.images = torch.rand((self.batch, *item[0].shape), generator=g).to(self.device)
         self.labels = (torch.arange(self.batch) // self.m_per_class).to(self.device)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
@@ -114,23 +120,29 @@ class SyntheticLoader:
         return len(self.sampler)
 
 
+#: the names under which the training loop builds its loader (whichever it has)
+LOADER_BUILDERS = ("make_loader", "training_loader")
+
+
 @contextlib.contextmanager
 def synthetic_batches(device: Any, batch: int, m_per_class: int) -> Iterator[list[SyntheticLoader]]:
     """While open, the training loop gets a :class:`SyntheticLoader` instead of its loader."""
     from rkd_pml.training import loop
 
     made: list[SyntheticLoader] = []
-    original = loop.make_loader
+    originals = {name: getattr(loop, name) for name in LOADER_BUILDERS if hasattr(loop, name)}
 
-    def fake(items, sampler, num_workers=0, pin_memory=False):
-        made.append(SyntheticLoader(items, sampler, device, batch, m_per_class))
+    def fake(data, sampler, *args, **kwargs):
+        made.append(SyntheticLoader(data, sampler, device, batch, m_per_class))
         return made[-1]
 
-    loop.make_loader = fake
+    for name in originals:
+        setattr(loop, name, fake)
     try:
         yield made
     finally:
-        loop.make_loader = original
+        for name, original in originals.items():
+            setattr(loop, name, original)
 
 
 def save_teacher(args: argparse.Namespace, folder: Path) -> Path:
@@ -156,6 +168,7 @@ def run_once(args: argparse.Namespace, teacher: Path, out: Path, workers: int) -
         lr=1e-4, lr_milestones=(args.epochs + 1,), num_workers=workers, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, device=args.device, out=str(out),
         progress=False, check_images=False, keep_checkpoints=False, eval_batch_size=max(args.batch, 256),
+        **({"input_pipeline": args.input_pipeline} if args.input_pipeline else {}),
     )
     records = [r for r in read_jsonl(Path(results["run_dir"]) / "metrics.jsonl") if "train_seconds" in r]
     last = records[-1]
@@ -192,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         with synthetic_batches(resolve_device(args.device), args.batch, args.m_per_class) as made:
             synthetic = run_once(args, teacher, Path(tmp) / "synthetic", 0)
         if not made or made[-1].count != args.steps * args.epochs:
-            raise RuntimeError("the training loop did not take its batches from rkd_pml.training.loop.make_loader "
+            raise RuntimeError(f"the training loop did not take its batches from rkd_pml.training.loop's {LOADER_BUILDERS} "
                                f"({made[-1].count if made else 0} synthetic batches served); this benchmark needs updating")
         report["results"].append({"name": "synthetic", **synthetic})
     report["ratio_real_to_synthetic"] = real["images_per_s"] / synthetic["images_per_s"]
