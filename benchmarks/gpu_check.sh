@@ -12,7 +12,8 @@
 #   2. bench_losses.py --device cuda (RKD-DA fwd+bwd, time by CUDA events, peak CUDA memory);
 #   3. bench_step.py --device cuda at 224 px (one distillation step, fp32 / bf16 channels-last / teacher cache);
 #   4. bench_pipeline.py at 64 and 224 px (the distill loop, real loader against synthetic batches);
-#   5. bench_input.py, when the repository has it.
+#   5. bench_input.py, when the repository has it (and bench_pipeline with the PIL input path at 64 px,
+#      where the library has that setting).
 # Set-up, for a machine without PML or without network: PML_WHEEL=FILE is installed with
 # `pip install --no-deps` (so the torch and timm already there stay), then the package itself with
 # `pip install --no-deps --no-build-isolation -e .` (not in the dry run); PYTHONPATH holds the
@@ -103,11 +104,20 @@ else
     step "bench_pipeline_${size}px" 110 "$PY" benchmarks/bench_pipeline.py --device cuda "${DATA[@]}" \
       --image-size "$size" --batch 128 --steps 20 --epochs 2 --num-workers 6 --json "$OUT/bench_pipeline_${size}px.json"
   done
+  if "$PY" -c "from rkd_pml.training import DistillConfig as C; C(input_pipeline='pil')" 2>/dev/null; then
+    step bench_pipeline_64px_pil 90 "$PY" benchmarks/bench_pipeline.py --device cuda "${DATA[@]}" --input-pipeline pil \
+      --image-size 64 --batch 128 --steps 20 --epochs 2 --num-workers 6 --json "$OUT/bench_pipeline_64px_pil.json"
+  fi
 fi
 if [ -f benchmarks/bench_input.py ]; then
   INPUT_ARGS=(--json "$OUT/bench_input.json")
-  [ "$DRY" = 1 ] && "$PY" benchmarks/bench_input.py --help 2>/dev/null | grep -q -- "--quick" && INPUT_ARGS+=(--quick)
-  step bench_input 60 "$PY" benchmarks/bench_input.py "${INPUT_ARGS[@]}"
+  if [ "$DRY" = 1 ]; then
+    "$PY" benchmarks/bench_input.py --help 2>/dev/null | grep -q -- "--quick" && INPUT_ARGS+=(--quick)
+  else
+    INPUT_ARGS+=(--device cuda --workers 6)
+    [ -n "$OMNIGLOT" ] && INPUT_ARGS+=(--root "$OMNIGLOT")
+  fi
+  step bench_input 90 "$PY" benchmarks/bench_input.py "${INPUT_ARGS[@]}"
 fi
 
 "$PY" - "$OUT" "$DEVICE" "$((SECONDS - START))" <<'EOF'
@@ -184,14 +194,14 @@ if step_report:
 pipes = sorted(n for n in os.listdir(out) if n.startswith("bench_pipeline_") and n.endswith(".json"))
 if pipes:
     md += ["", "**bench_pipeline** (the distill loop: real loader against synthetic batches)", "",
-           "| data | px | batch | workers | real img/s | synthetic img/s | real / synthetic |", "|---|---|---|---|---|---|---|"]
+           "| data | px | input | batch | workers | real img/s | synthetic img/s | real / synthetic |", "|---|---|---|---|---|---|---|---|"]
     for name in pipes:
         p = load(name)
         if not p:
             continue
         a, res = p["args"], {r["name"]: r for r in p["results"]}
         summary["results"][name[:-5]] = {"args": a, "results": p["results"], "ratio": p["ratio_real_to_synthetic"]}
-        md.append(f"| {a['dataset']} | {a['image_size']} | {a['batch']} | {a['num_workers']} | {res['real']['images_per_s']:.0f} | "
+        md.append(f"| {a['dataset']} | {a['image_size']} | {a.get('input_pipeline') or 'default'} | {a['batch']} | {a['num_workers']} | {res['real']['images_per_s']:.0f} | "
                   f"{res['synthetic']['images_per_s']:.0f} | {p['ratio_real_to_synthetic']:.2f} |")
 
 inp = load("bench_input.json")
