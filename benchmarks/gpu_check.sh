@@ -207,8 +207,8 @@ if pipes:
 inp = load("bench_input.json")
 if inp:
     summary["results"]["bench_input"] = inp.get("results")
-    md += ["", "**bench_input** (the loader alone)", "", "| name | images/s |", "|---|---|"]
-    md += [f"| {r.get('name')} | {r.get('images_per_s', float('nan')):.0f} |" for r in inp.get("results", [])]
+    md += ["", "**bench_input** (the loader alone)", "", "| input | px | images/s |", "|---|---|---|"]
+    md += [f"| {r.get('name')} | {r.get('size', '-')} | {r.get('images_per_s', float('nan')):.0f} |" for r in inp.get("results", [])]
 
 with open(os.path.join(out, "gpu_check.json"), "w") as f:
     json.dump(summary, f, indent=1)
