@@ -18,12 +18,18 @@ or more is its own mapping, returned to the system when freed: what is resident 
 what is allocated (glibc would otherwise keep freed blocks and hide reuse). Where
 clear_refs is unavailable, a thread samples the RSS every 0.5 ms instead.
 
+On a GPU (``--device cuda``) the inputs live on the device, each run is timed by CUDA events
+around it (after a synchronisation), and the peak extra memory is
+``torch.cuda.max_memory_allocated`` during one fwd+bwd (the counter reset just before it)
+minus the memory allocated before it; the memory budget is then a share of the GPU's free memory.
+
 Configurations whose estimated memory exceeds the budget, or whose estimated time (from
 the previous N) exceeds --max-seconds, are skipped and listed as such.
 
 Examples:
   python benchmarks/bench_losses.py --quick
   python benchmarks/bench_losses.py --n 64,128,256,512,1024,2048 --dt 512,2048 --repeats 5
+  python benchmarks/bench_losses.py --device cuda --n 256,1024,4096 --dt 2048 --out gpu.json
 """
 
 from __future__ import annotations
@@ -102,18 +108,20 @@ def worker(cfg: dict) -> dict:
     torch.set_num_threads(cfg["threads"])
     fn = make_loss_fn(cfg["impl"])
     dtype = getattr(torch, cfg["dtype"])
+    device = torch.device(cfg.get("device", "cpu"))
+    cuda = device.type == "cuda"
 
-    def inputs(n, seed=0):
+    def inputs(n, seed=0):  # drawn on the CPU (the same numbers on every device), then moved
         g = torch.Generator().manual_seed(seed)
-        s = torch.randn(n, cfg["ds"], generator=g).to(dtype)
-        t = F.normalize(torch.randn(n, cfg["dt"], generator=g), dim=1).to(dtype)
+        s = torch.randn(n, cfg["ds"], generator=g).to(device, dtype)
+        t = F.normalize(torch.randn(n, cfg["dt"], generator=g), dim=1).to(device, dtype)
         return s, t
 
-    def step(s0, t):
+    def step(s0, t, sync=True):
         s = s0.clone().requires_grad_(True)
         loss = fn(s, t)
         loss.backward()
-        return float(loss.detach())
+        return float(loss.detach()) if sync else loss.detach()
 
     out = {"impl": cfg["impl"], "n": cfg["n"], "ds": cfg["ds"], "dt": cfg["dt"], "mode": cfg["mode"]}
     t0 = time.perf_counter()
@@ -121,6 +129,14 @@ def worker(cfg: dict) -> dict:
     out["warmup_s"] = time.perf_counter() - t0
     student, teacher = inputs(cfg["n"])
     gc.collect()
+    if cuda and cfg["mode"] == "memory":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out["loss"] = step(student, teacher)  # float(): synchronises
+        out["peak_extra_bytes"] = torch.cuda.max_memory_allocated(device) - base
+        out["memory_method"] = "torch.cuda.max_memory_allocated (reset before), minus memory allocated before"
+        return out
     if cfg["mode"] == "memory":
         samples = []
         if _reset_hwm():
@@ -150,9 +166,19 @@ def worker(cfg: dict) -> dict:
     # at least `repeats` runs (fewer only past max_seconds); cheap configurations keep
     # going for min_seconds (at most 100 runs) so that the minimum is not a lucky draw
     while True:
-        t1 = time.perf_counter()
-        out["loss"] = step(student, teacher)
-        times.append(time.perf_counter() - t1)
+        if cuda:  # the GPU's own clock: events around the step, read after it has finished
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            begin.record()
+            loss = step(student, teacher, sync=False)
+            end.record()
+            end.synchronize()
+            out["loss"] = float(loss)
+            times.append(begin.elapsed_time(end) / 1000.0)
+        else:
+            t1 = time.perf_counter()
+            out["loss"] = step(student, teacher)
+            times.append(time.perf_counter() - t1)
         elapsed = time.perf_counter() - start
         if len(times) >= 2 and elapsed > cfg["max_seconds"]:
             break
@@ -184,7 +210,7 @@ def mem_available() -> int:
     return 8 * GIB
 
 
-def machine_info() -> dict:
+def machine_info(device: str = "cpu") -> dict:
     import torch
 
     cpu = platform.processor()
@@ -201,7 +227,19 @@ def machine_info() -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "load_average_start": os.getloadavg(),
+        "device": device,
+        **(gpu_info(device) if device.startswith("cuda") else {}),
     }
+
+
+def gpu_info(device: str) -> dict:
+    """The GPU's name, memory and the CUDA version torch was built with."""
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.device(device))
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return {"gpu": props.name, "gpu_mem_total_gib": round(total / GIB, 1), "gpu_mem_free_gib": round(free / GIB, 1),
+            "cuda": torch.version.cuda}
 
 
 def run_worker(cfg: dict, timeout: float) -> dict:
@@ -279,6 +317,7 @@ def main(argv=None) -> int:
                    help="keep repeating cheap configurations for this long (at most 100 runs)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA events for time, peak CUDA memory)")
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="stop repeating after this long; skip configurations estimated to take longer per run")
     p.add_argument("--mem-budget-gib", type=float, default=None,
@@ -302,8 +341,16 @@ def main(argv=None) -> int:
     for i in impls:
         if i not in IMPLS:
             p.error(f"unknown implementation {i!r}; choose from {IMPLS}")
-    budget = args.mem_budget_gib * GIB if args.mem_budget_gib else 0.6 * mem_available()
-    info = machine_info()
+    if not (args.device == "cpu" or args.device == "cuda" or args.device.startswith("cuda:")):
+        p.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    if args.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error(f"--device {args.device}: no CUDA GPU is available")
+    info = machine_info(args.device)
+    free = info["gpu_mem_free_gib"] * GIB if args.device != "cpu" else mem_available()
+    budget = args.mem_budget_gib * GIB if args.mem_budget_gib else 0.6 * free
     info.update(threads=args.threads, dtype=args.dtype, ds=args.ds, memory_budget_gib=round(budget / GIB, 1),
                 omp_wait_policy="PASSIVE" if args.omp_passive else os.environ.get("OMP_WAIT_POLICY", "default"))
     print(json.dumps(info))
@@ -329,7 +376,7 @@ def main(argv=None) -> int:
                     if predicted > args.max_seconds:
                         row["note"] = f"skipped: estimated {predicted:.0f} s per run > {args.max_seconds:.0f} s"
                         continue
-                cfg = {"impl": impl, "n": n, "ds": args.ds, "dt": dt, "dtype": args.dtype,
+                cfg = {"impl": impl, "n": n, "ds": args.ds, "dt": dt, "dtype": args.dtype, "device": args.device,
                        "threads": args.threads, "repeats": args.repeats, "max_seconds": args.max_seconds,
                        "min_seconds": args.min_seconds,
                        "omp_passive": args.omp_passive}  # fmt: skip

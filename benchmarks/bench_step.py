@@ -9,7 +9,7 @@ A step is: teacher forward (or the cache read), student forward, loss, backward,
 Configurations (``--configs``):
 - ``fp32``: eager float32, live teacher;
 - ``bf16_channels_last``: both models channels_last and under
-  ``torch.autocast("cpu", dtype=torch.bfloat16)``; the loss gets the embeddings as they come;
+  ``torch.autocast(<device>, dtype=torch.bfloat16)``; the loss gets the embeddings as they come;
 - ``bf16_channels_last_compile``: the same with ``torch.compile`` of both models (an error
   is recorded and the run goes on);
 - ``teacher_cache``: the bf16 channels_last student; the teacher embeddings are read from a
@@ -21,6 +21,11 @@ Each configuration has its own copy of the same initial student and its own Adam
 runs one step of every configuration, so a change in the machine's load hits all alike.
 Minimum and median over ``--steps`` rounds; images/s = batch / median step time.
 
+``--device cuda``: models, images and the cached embeddings' reads go to the GPU; each part of
+a step is timed by CUDA events recorded between the parts (read after the step has finished),
+and ``peak_cuda_mem_bytes`` is ``torch.cuda.max_memory_allocated`` over a configuration's timed
+steps (the counter reset before each of them). On the CPU, wall-clock time as before.
+
 On a shared CPU, set ``OMP_WAIT_POLICY=PASSIVE`` and keep ``--threads`` at most the idle cores:
 oneDNN's bfloat16 weight-gradient kernels synchronise their threads by busy-waiting, so when
 the threads cannot all run at once each convolution backward can cost a scheduler time slice
@@ -29,6 +34,7 @@ the threads cannot all run at once each convolution backward can cost a schedule
 Example:
   OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_step.py --steps 10 --warmup 3 --json benchmarks/results/bench_step.json
   python benchmarks/bench_step.py --quick          # tiny models, seconds (the smoke test)
+  python benchmarks/bench_step.py --device cuda --size 224 --json gpu_step.json
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of every configuration each)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of each configuration first")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--views", type=int, default=2, help="views per image in the teacher cache")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
     p.add_argument("--json", default=None, help="write the results here")
@@ -74,28 +81,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [c for c in args.configs.split(",") if c and c not in CONFIGS]
     if unknown:
         p.error(f"--configs: unknown {unknown}; choose from {CONFIGS}")
+    if not (args.device in ("cpu", "cuda") or args.device.startswith("cuda:")):
+        p.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    if args.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error(f"--device {args.device}: no CUDA GPU is available")
     return args
 
 
 class Bench:
     """One configuration: its student, optimizer and step function."""
 
-    def __init__(self, name, student, teacher, images, loss_fn, cache_read=None):
+    def __init__(self, name, student, teacher, images, loss_fn, cache_read=None, device="cpu"):
         import torch
 
         self.name, self.error = name, None
+        self.device = torch.device(device)
         self.bf16 = name != "fp32"
         self.channels_last = self.bf16
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.student = copy.deepcopy(student).to(memory_format=fmt).train()
-        self.teacher = None if cache_read else copy.deepcopy(teacher).to(memory_format=fmt).eval()
-        self.images = images.contiguous(memory_format=fmt)
+        self.student = copy.deepcopy(student).to(self.device, memory_format=fmt).train()
+        self.teacher = None if cache_read else copy.deepcopy(teacher).to(self.device, memory_format=fmt).eval()
+        self.images = images.to(self.device).contiguous(memory_format=fmt)
         self.cache_read = cache_read
         self.loss_fn = loss_fn
         self.opt = torch.optim.Adam(self.student.parameters(), lr=1e-4)
         self.times: list[float] = []
         self.parts: list[dict[str, float]] = []
         self.warmup_s: list[float] = []
+        self.peak_bytes = 0
         if name.endswith("_compile"):
             self.student = torch.compile(self.student)
             self.teacher = torch.compile(self.teacher)
@@ -103,32 +119,71 @@ class Bench:
     def amp(self):
         import torch
 
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def step(self, round_index: int) -> dict[str, float]:
+        """One step; the seconds of each part and ``total``."""
         import torch
 
-        t0 = time.perf_counter()
+        clock = Clock(self.device)
         if self.cache_read is not None:
-            ref = self.cache_read(round_index)
+            ref = self.cache_read(round_index).to(self.device, non_blocking=True)
         else:
             with torch.inference_mode(), self.amp():
                 ref = self.teacher(self.images)
             ref = ref.clone()  # an ordinary tensor: the loss may save it for backward
-        t1 = time.perf_counter()
+        clock.mark()
         with self.amp():
             emb = self.student(self.images)
-        t2 = time.perf_counter()
+        clock.mark()
         loss = self.loss_fn(emb, ref_emb=ref)
-        t3 = time.perf_counter()
+        clock.mark()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        t4 = time.perf_counter()
+        t = clock.stop()
+        if clock.cuda:
+            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device) - clock.base_bytes)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: non-finite loss {loss.item()}")
-        return {"teacher_or_cache": t1 - t0, "student_fwd": t2 - t1, "loss_fwd": t3 - t2,
-                "backward_and_step": t4 - t3, "total": t4 - t0}  # fmt: skip
+        return {"teacher_or_cache": t[0], "student_fwd": t[1], "loss_fwd": t[2],
+                "backward_and_step": t[3], "total": sum(t)}  # fmt: skip
+
+
+class Clock:
+    """Seconds between marks: wall clock on the CPU; on a GPU, CUDA events recorded on the
+    current stream (after a synchronisation at the start; read once the step has finished),
+    with the peak-memory counter reset at the start (``base_bytes``: allocated then)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.synchronize(device)
+            self.base_bytes = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.marks = [torch.cuda.Event(enable_timing=True)]
+            self.marks[0].record()
+        else:
+            self.marks = [time.perf_counter()]
+
+    def mark(self) -> None:
+        import torch
+
+        if self.cuda:
+            self.marks.append(torch.cuda.Event(enable_timing=True))
+            self.marks[-1].record()
+        else:
+            self.marks.append(time.perf_counter())
+
+    def stop(self) -> list[float]:
+        """The seconds between consecutive marks (the last one taken now)."""
+        self.mark()
+        if self.cuda:
+            self.marks[-1].synchronize()
+            return [a.elapsed_time(b) / 1000.0 for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
 def build_cache(args, teacher, view, tmp):
@@ -147,7 +202,7 @@ def build_cache(args, teacher, view, tmp):
                            ArrayImageReader(pixels), None, "RGB", "bench")  # fmt: skip
     t0 = time.perf_counter()
     out = build_teacher_cache(teacher, dataset, args.views, os.path.join(tmp, "cache"), view=view,
-                              batch_size=args.batch, progress=False)  # fmt: skip
+                              batch_size=args.batch, device=args.device, progress=False)  # fmt: skip
     seconds = time.perf_counter() - t0
     cache = TeacherCache.open(out)
     per_view = [
@@ -161,6 +216,11 @@ def machine(args) -> dict:
     import timm
     import torch
 
+    gpu = {}
+    if args.device != "cpu":
+        props = torch.cuda.get_device_properties(torch.device(args.device))
+        gpu = {"gpu": props.name, "gpu_mem_total_gib": round(props.total_memory / 1024**3, 1), "cuda": torch.version.cuda}
+
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -169,7 +229,8 @@ def machine(args) -> dict:
         pass
     return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
             "cpu": cpu, "cpu_count": os.cpu_count(), "threads": args.threads,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg()}  # fmt: skip
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg(),
+            "device": args.device, **gpu}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -203,7 +264,7 @@ def main(argv=None) -> int:
         for name in names:
             try:
                 read = cache_read if name == "teacher_cache" else None
-                benches.append(Bench(name, student, teacher, per_view[0], loss_fn, read))
+                benches.append(Bench(name, student, teacher, per_view[0], loss_fn, read, args.device))
             except Exception as exc:  # noqa: BLE001 - recorded, the others go on
                 report["results"].append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
         for b in benches:
@@ -242,7 +303,8 @@ def summarise(b: Bench, batch: int) -> dict:
         return {"name": b.name, "error": b.error, "traceback": getattr(b, "traceback", None), "warmup_s": b.warmup_s}
     totals = [p["total"] for p in b.parts]
     med = statistics.median(totals)
-    return {"name": b.name, "images_per_s": batch / med, "images_per_s_at_min_step": batch / min(totals),
+    peak = {"peak_cuda_mem_bytes": b.peak_bytes} if b.device.type == "cuda" else {}
+    return {"name": b.name, **peak, "images_per_s": batch / med, "images_per_s_at_min_step": batch / min(totals),
             "step_median_s": med, "step_min_s": min(totals), "steps": len(totals), "warmup_s": b.warmup_s,
             "parts_median_s": {k: statistics.median(p[k] for p in b.parts) for k in b.parts[0] if k != "total"},
             }  # fmt: skip

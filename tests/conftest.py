@@ -21,6 +21,16 @@ SHARED_OMNIGLOT = os.path.join(
 )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` (registered in pyproject.toml) skip where no CUDA GPU is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marked cuda)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
