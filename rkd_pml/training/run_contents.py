@@ -20,6 +20,7 @@ from typing import Iterable
 
 from ..files import is_temporary, remove_orphaned_temporaries
 from ..files.folders import RUN_MARKER as MARKER
+from ..files.paths import path_relation
 from .run_lock import LOCK_NAME, RunLock
 
 #: Files a run writes at its top level.
@@ -151,35 +152,11 @@ def remove_orphans(path: Path) -> list[Path]:
 
 def check_inputs(path: Path, inputs: Iterable[str | os.PathLike]) -> None:
     """ValueError when ``path`` is, contains or lies inside one of the existing ``inputs``
-    (symbolic links resolved)."""
-    out = _chain(path)
+    (symbolic links resolved; a name that is not on disk, such as a timm model's, is skipped)."""
     for given in inputs:
-        if not os.path.lexists(given):
-            continue  # not a path (a timm model name): nothing on disk to protect
-        source = _chain(Path(given))
-        if out[0] == source[0]:
-            relation = "is"
-        elif source[0] in out[1:]:
-            relation = "lies inside"
-        elif out[0] in source[1:]:
-            relation = "contains"
-        else:
-            continue
-        raise ValueError(
-            f"output directory {path} {relation} {given}, an input of this run: writing there "
-            "could destroy it; choose another --out"
-        )
-
-
-def _chain(path: Path) -> list[object]:
-    """Identities of ``path`` and of each of its parents: ``(device, inode)`` where they
-    exist, the resolved path otherwise."""
-    real = Path(os.path.realpath(path))
-    chain: list[object] = []
-    for item in (real, *real.parents):
-        try:
-            st = os.stat(item)
-            chain.append((st.st_dev, st.st_ino))
-        except OSError:
-            chain.append(str(item))
-    return chain
+        relation = path_relation(path, given)
+        if relation is not None:
+            raise ValueError(
+                f"output directory {path} {relation} {given}, an input of this run: writing there "
+                "could destroy it; choose another --out"
+            )
