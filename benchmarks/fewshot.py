@@ -283,10 +283,10 @@ def report_tables(records: list[dict], study: dict, png_name: str) -> list[str]:
         lines.append(f"| {r['key']} | {r['selected_iteration']} | {pct(r['selected_val'])} | {pct(quarter['val'])} | "
                      f"{pct(r['curve'][-1]['val'])} | " + " | ".join(pct(r["test_last"][s]) for s in settings) + " |")
     wall = sum(s.get("wall_seconds") or 0 for s in study["sessions"])
-    devices = sorted({r.get("device", "cpu") for r in records})  # records without one ran on the CPU
+    devices = ", ".join(sorted({r.get("device", "cpu") for r in records})) or "cpu"  # none recorded: the CPU
     return lines + ["", f"![learning curves]({png_name})", "",
                     f"Wall time: {fmt(wall)} in {len(study['sessions'])} session(s) of one process with "
-                    f"{study['sessions'][0].get('torch_threads', '?')} torch thread(s) on {', '.join(devices) or 'cpu'}; "
+                    f"{study['sessions'][0].get('torch_threads', '?')} torch thread(s) on {devices}; "
                     "per run (s): "
                     + ", ".join(f"{r['key']} {r['wall_seconds']:.0f}" for r in records) + "."]
 

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         r = train_teacher(model="resnet18", embedding_dim=64, dataset="omniglot", root=args.root, out=str(teacher),
                           overwrite=True, device=device, **COMMON)
-        _append(out, {"key": "teacher", "recall@1": r["best"]["test"]["recall@1"], "seconds": time.perf_counter() - started,
+        _append(out, {"key": "teacher", "recall@1": r["best"]["test"]["recall@1"],
+                      "seconds": time.perf_counter() - started,
                       "device": used_device(r.get("config"), device)})
     cache = out / "runs" / "cache"
     if "cache" not in done:

@@ -64,16 +64,17 @@ def used_device(config: dict | None, requested: str) -> str:
 
 def device_counts(records: list[dict[str, Any]]) -> str:
     """Where the runs of ``records`` trained, in words: ``"cpu (3 runs), cuda:0 (12 runs, 2 continued
-    from a checkpoint made on cpu)"``; runs recorded before records named their device count as
-    "not recorded". ``""`` when there is no record."""
+    from a checkpoint made on cpu)"``; a record without a device is from before ``--device``, when
+    every run trained on the CPU. ``""`` when there is no record."""
     counts: dict[str, list[int]] = {}
     for r in records:
-        entry = counts.setdefault(r.get("device") or "not recorded", [0, 0])
+        entry = counts.setdefault(r.get("device") or "cpu", [0, 0])
         entry[0] += 1
         entry[1] += bool(r.get("earlier_device"))
     parts = []
-    for name, (n, moved) in sorted(counts.items(), key=lambda kv: (kv[0] == "not recorded", kv[0])):
-        earlier = sorted({str(r["earlier_device"]) for r in records if r.get("device") == name and r.get("earlier_device")})
+    for name, (n, moved) in sorted(counts.items()):
+        earlier = sorted({str(r["earlier_device"]) for r in records
+                          if (r.get("device") or "cpu") == name and r.get("earlier_device")})
         extra = f", {moved} continued from a checkpoint made on {' or '.join(earlier)}" if moved else ""
         parts.append(f"{name} ({n} run{'s' if n != 1 else ''}{extra})")
     return ", ".join(parts)

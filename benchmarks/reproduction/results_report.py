@@ -267,7 +267,7 @@ def render_report(out: str | os.PathLike, md_path: str | os.PathLike | None = No
         add("- Mean wall time per run (one worker): "
             + ", ".join(f"{g} {fmt_duration(statistics.fmean(v), words=True)} (x{len(v)})"
                         for g, v in sorted(groups.items())) + ".")
-    devices = device_counts(trained)
+    devices = device_counts(records)
     if devices:
         add(f"- Devices the runs trained on: {devices}.")
     machines = [s.get("machine") for s in sessions if s.get("machine")]

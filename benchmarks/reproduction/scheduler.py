@@ -108,7 +108,8 @@ def _run_locked(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: 
 
     guess_total = cost.total(todo, workers)
     print(f"study: {total} runs planned, {done_before} already recorded, {len(todo)} to run "
-          f"with {workers} worker(s) x {threads} thread(s) on {device}; first guess {fmt_duration(guess_total)}", flush=True)
+          f"with {workers} worker(s) x {threads} thread(s) on {device}; first guess {fmt_duration(guess_total)}",
+          flush=True)
     print(f"out: {out}", flush=True)
     if not todo:
         print("nothing to train: every planned run is recorded", flush=True)

@@ -35,7 +35,8 @@ def _records(out: Path) -> list[dict]:
 def test_quick_study_records_report_and_resume(fewshot, omniglot_zip, tmp_path, capsys):
     out = tmp_path / "study"
     md, png = tmp_path / "report" / "FEWSHOT.md", tmp_path / "report" / "fewshot_curves.png"
-    argv = ["--quick", "--root", omniglot_zip, "--out", str(out), "--seeds", "0", "--report-md", str(md), "--device", "cpu"]
+    argv = ["--quick", "--root", omniglot_zip, "--out", str(out), "--seeds", "0", "--report-md", str(md),
+            "--device", "cpu"]
     assert fewshot.main(argv) == 0
     first = capsys.readouterr().out
     records = _records(out)

@@ -79,3 +79,13 @@ def test_threads_per_worker_default_by_device():
     assert default_threads("cuda", 64) == max(1, min(4, cores // 64))
     assert check_device("cpu") == "cpu"
     assert check_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_report_says_where_the_runs_trained():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from reproduction.device import device_counts
+
+    records = [{"key": "a", "device": "cuda:0", "earlier_device": "cpu"}, {"key": "b", "device": "cuda:0"},
+               {"key": "c", "device": "cpu"}, {"key": "d"}]  # "d": recorded before --device, on the CPU
+    assert device_counts(records) == "cpu (2 runs), cuda:0 (2 runs, 1 continued from a checkpoint made on cpu)"
+    assert device_counts([]) == ""
