@@ -7,7 +7,9 @@ name) the first 12 train, the next 3 choose the epoch (validation), the last 5 t
 ``zero_init_last=False``) trained with timm's ``ClassificationTask``, ``LogitDistillationTask``,
 ``FeatureDistillationTask`` or :class:`rkd_pml.tasks.RelationalDistillationTask` (with and
 without logit KD). Each run is appended to ``OUT/records.jsonl`` as it finishes; recorded runs
-of the same recipe are skipped (resumable). One intra-op thread.
+of the same recipe are skipped (resumable). One intra-op thread; ``--device cuda`` trains on a
+GPU (the device is not part of the recipe: a study may continue on another one; each record
+names its device).
 
     python benchmarks/classify.py                  # the study (about an hour on one thread)
     python benchmarks/classify.py --report-only    # table + curves from the records
@@ -34,6 +36,9 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from reproduction.device import add_device_option, check_device  # noqa: E402
 DEFAULT_ZIP = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "classify"
 DEFAULT_PNG = ROOT / "docs" / "classification_curves.png"
@@ -100,9 +105,10 @@ def load_splits(zip_path: Path, recipe: Recipe) -> dict[str, tuple[torch.Tensor,
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation (+-10 deg), scale (0.9-1.1) and shift (+-2 px at 32 px) of ``(B, 1, S, S)``."""
+    """Random rotation (+-10 deg), scale (0.9-1.1) and shift (+-2 px at 32 px) of ``(B, 1, S, S)``
+    (on any device; the draws come from the CPU generator ``gen``, the same on every device)."""
     b = x.shape[0]
-    u = torch.rand(b, 4, generator=gen) * 2 - 1
+    u = (torch.rand(b, 4, generator=gen) * 2 - 1).to(x.device)
     angle, scale, shift = u[:, 0] * math.pi / 18, 1 + 0.1 * u[:, 1], u[:, 2:] * 0.125
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
@@ -147,8 +153,10 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, mean: float, std: float) -
     return correct / len(y)
 
 
-def train_run(method: str, seed: int, recipe: Recipe, data, teacher, log) -> tuple[dict, dict]:
-    """Train one model; returns (record, state_dict of the epoch chosen on validation)."""
+def train_run(method: str, seed: int, recipe: Recipe, data, teacher, log,
+              device: str = "cpu") -> tuple[dict, dict]:
+    """Train one model on ``device`` (where ``data`` and ``teacher`` are); returns (record,
+    state_dict of the epoch chosen on validation)."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
@@ -156,7 +164,7 @@ def train_run(method: str, seed: int, recipe: Recipe, data, teacher, log) -> tup
     n_classes, mean, std = int(y_train.max()) + 1, data["mean"], data["std"]
     is_teacher = method == "teacher"
     model = build_model(recipe.teacher if is_teacher else recipe.student, n_classes, mean, std, seed)
-    task = build_task(method, model, teacher, recipe)
+    task = build_task(method, model, teacher, recipe).to(device)
     epochs = recipe.teacher_epochs if is_teacher else recipe.student_epochs
     steps = recipe.steps_per_epoch or len(y_train) // recipe.batch_size
     optimizer = create_optimizer_v2(task.get_trainable_module(), "adamw", lr=recipe.lr,
@@ -170,7 +178,7 @@ def train_run(method: str, seed: int, recipe: Recipe, data, teacher, log) -> tup
         order = torch.randperm(len(y_train), generator=gen)
         sums: dict[str, float] = {}
         for step in range(steps):
-            idx = order[(step * recipe.batch_size) % len(order):][: recipe.batch_size]
+            idx = order[(step * recipe.batch_size) % len(order):][: recipe.batch_size].to(device)
             xb = (augment(x_train[idx], gen) - mean) / std
             out = task(xb, y_train[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -193,7 +201,7 @@ def train_run(method: str, seed: int, recipe: Recipe, data, teacher, log) -> tup
               "steps_per_epoch": steps, "selected_epoch": chosen["epoch"], "val": chosen["val"],
               "test": chosen["test"], "last_test": curve[-1]["test"],
               "best_test": max(c["test"] for c in curve), "curve": curve,
-              "wall_s": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads(),
+              "wall_s": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads(), "device": device,
               "params": sum(p.numel() for p in model.parameters())}
     return record, best_state
 
@@ -276,10 +284,12 @@ def plot(records: dict[str, dict], methods, seeds, png: Path) -> None:
     plt.close(fig)
 
 
-def run_study(todo, recipe: Recipe, zip_path: Path, out: Path, teacher_file: Path, log) -> None:
-    """Train the ``(method, seed)`` runs of ``todo`` in order, recording each as it finishes."""
+def run_study(todo, recipe: Recipe, zip_path: Path, out: Path, teacher_file: Path, log, device: str = "cpu") -> None:
+    """Train the ``(method, seed)`` runs of ``todo`` in order on ``device``, recording each as it finishes."""
     data = load_splits(zip_path, recipe)
     data["mean"], data["std"] = float(data["train"][0].mean()), float(data["train"][0].std())
+    for split in ("train", "val", "test"):  # a few MB: held on the device
+        data[split] = tuple(t.to(device) for t in data[split])
     n_classes = int(data["train"][1].max()) + 1
     log(f"data: {', '.join(f'{s} {len(data[s][1])}' for s in ('train', 'val', 'test'))} images, {n_classes} classes")
     teacher, started, times = None, time.perf_counter(), {}
@@ -288,7 +298,8 @@ def run_study(todo, recipe: Recipe, zip_path: Path, out: Path, teacher_file: Pat
         if method not in ("teacher", "ce") and teacher is None:
             teacher = build_model(recipe.teacher, n_classes, data["mean"], data["std"], 0)
             teacher.load_state_dict(torch.load(teacher_file, map_location="cpu"))
-        record, state = train_run(method, seed, recipe, data, teacher, log)
+            teacher.to(device)
+        record, state = train_run(method, seed, recipe, data, teacher, log, device)
         if method == "teacher":
             teacher_file.parent.mkdir(parents=True, exist_ok=True)
             torch.save(state, teacher_file)
@@ -314,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-epochs", type=int)
     p.add_argument("--quick", action="store_true", help="a tiny recipe (seconds), for smoke tests")
     p.add_argument("--report-only", action="store_true")
+    add_device_option(p)
     args = p.parse_args(argv)
+    if not args.report_only:  # before any folder is created
+        args.device = check_device(args.device)
     torch.set_num_threads(1)
     overrides = {"student_epochs": args.student_epochs, "teacher_epochs": args.teacher_epochs}
     recipe = replace(QUICK if args.quick else Recipe(), **{k: v for k, v in overrides.items() if v is not None})
@@ -338,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only and todo:
         if not args.zip.is_file():
             p.error(f"Omniglot archive not found: {args.zip} (set --zip or RKD_PML_OMNIGLOT)")
-        run_study(todo, recipe, args.zip, out, teacher_file, log)
+        run_study(todo, recipe, args.zip, out, teacher_file, log, args.device)
     records = read_records(out, recipe.key())
     text = table(summarize(records, methods, seeds))
     (out / "table.md").write_text(text + "\n")

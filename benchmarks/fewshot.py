@@ -16,6 +16,9 @@ into ``docs/FEWSHOT.md`` between its markers, curves into ``docs/fewshot_curves.
 
     nohup python benchmarks/fewshot.py > fewshot.log 2>&1 &
     python benchmarks/fewshot.py --quick --out /tmp/fs   # a smoke test of a few seconds
+
+``--device cuda`` trains on a GPU; the device is not part of the recipe (a study may continue on
+another one) and each record names the device it ran on.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from rkd_pml.data.episodes import EpisodicBatchSampler  # noqa: E402
 from rkd_pml.evaluation.few_shot import few_shot_accuracy_from_embeddings  # noqa: E402
 from rkd_pml.losses import RKDLoss  # noqa: E402
 from rkd_pml.losses.prototypical import PrototypicalLoss  # noqa: E402
+
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+from reproduction.device import add_device_option, check_device  # noqa: E402
 
 OMNIGLOT_ZIP = REPO.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
 #: key -> (label, channels field of the recipe, distilled, seed offset)
@@ -135,21 +142,22 @@ def evaluate(model, split, recipe: Recipe, episodes: int, seed: int, keep: bool 
     return out
 
 
-def train_run(key: str, recipe: Recipe, data: dict, out: Path, log) -> dict:
-    """Train run ``key`` (``<model>-s<seed>``); save its selected weights; return its record."""
+def train_run(key: str, recipe: Recipe, data: dict, out: Path, log, device: str = "cpu") -> dict:
+    """Train run ``key`` (``<model>-s<seed>``) on ``device`` (where ``data``'s images are); save
+    its selected weights; return its record."""
     kind, run_seed = key.rsplit("-s", 1)
     label, width, distilled, offset = MODELS[kind]
     started, seed, teacher_key = time.time(), int(run_seed) + offset, f"teacher-s{run_seed}"
     torch.manual_seed(seed)
-    model = Conv4(getattr(recipe, width)).to(memory_format=torch.channels_last)  # ~1.5x faster on CPU
+    model = Conv4(getattr(recipe, width)).to(device, memory_format=torch.channels_last)  # ~1.5x faster on CPU
     teacher, proto = None, PrototypicalLoss(shots=recipe.shots)
     if distilled:
         path = out / "runs" / f"{teacher_key}.pt"
         if not path.is_file():
             raise SystemExit(f"{path} is missing: remove the teacher's record to train it again")
         teacher = Conv4(recipe.channels)
-        teacher.load_state_dict(torch.load(path))
-        teacher = teacher.to(memory_format=torch.channels_last).eval().requires_grad_(False)
+        teacher.load_state_dict(torch.load(path, map_location="cpu"))
+        teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
     rkd = RKDLoss(distance_weight=recipe.rkd_distance, angle_weight=recipe.rkd_angle, backend="eager")
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [recipe.iterations // 2, recipe.iterations * 3 // 4], 0.5)
@@ -158,7 +166,7 @@ def train_run(key: str, recipe: Recipe, data: dict, out: Path, log) -> dict:
     curve, best, best_state, sums = [], -1.0, None, [0.0, 0.0]
     for it in range(0, recipe.iterations, recipe.eval_every):
         for batch in sampler:
-            images, labels = x[batch], torch.from_numpy(y[batch])
+            images, labels = x[batch], torch.from_numpy(y[batch]).to(device)
             emb = model(images)
             loss = proto(emb, labels)
             sums[0] += loss.item()
@@ -191,7 +199,7 @@ def train_run(key: str, recipe: Recipe, data: dict, out: Path, log) -> dict:
             "iterations": recipe.iterations, "selected_iteration": best_it, "selected_val": round(best, 6),
             "test": evaluate(model, data["test"], recipe, recipe.test_episodes, seed=0, keep=True),
             "test_last": {k: c["accuracy"] for k, c in last.items()}, "curve": curve,
-            "wall_seconds": round(time.time() - started, 1)}
+            "wall_seconds": round(time.time() - started, 1), "device": device}
 
 
 def read_records(out: Path) -> list[dict]:
@@ -275,9 +283,11 @@ def report_tables(records: list[dict], study: dict, png_name: str) -> list[str]:
         lines.append(f"| {r['key']} | {r['selected_iteration']} | {pct(r['selected_val'])} | {pct(quarter['val'])} | "
                      f"{pct(r['curve'][-1]['val'])} | " + " | ".join(pct(r["test_last"][s]) for s in settings) + " |")
     wall = sum(s.get("wall_seconds") or 0 for s in study["sessions"])
+    devices = ", ".join(sorted({r.get("device", "cpu") for r in records})) or "cpu"  # none recorded: the CPU
     return lines + ["", f"![learning curves]({png_name})", "",
                     f"Wall time: {fmt(wall)} in {len(study['sessions'])} session(s) of one process with "
-                    f"{study['sessions'][0].get('torch_threads', '?')} torch thread(s); per run (s): "
+                    f"{study['sessions'][0].get('torch_threads', '?')} torch thread(s) on {devices}; "
+                    "per run (s): "
                     + ", ".join(f"{r['key']} {r['wall_seconds']:.0f}" for r in records) + "."]
 
 
@@ -319,9 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-md", type=Path, help="default docs/FEWSHOT.md (--quick: in --out); "
                    "the figure fewshot_curves.png goes next to it")
     p.add_argument("--report-only", action="store_true")
+    add_device_option(p)
     for f in (f for f in fields(Recipe) if f.type in ("int", "float")):
         p.add_argument("--" + f.name.replace("_", "-"), type={"int": int, "float": float}[f.type])
     args = p.parse_args(argv)
+    if not args.report_only:  # before any folder is created
+        args.device = check_device(args.device)
     torch.set_num_threads(1)
     recipe = Recipe(**(QUICK if args.quick else {}))
     for f in fields(Recipe):
@@ -341,17 +354,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(keys) - len(todo)} of {len(keys)} runs recorded; {len(todo) or 'nothing'} to train", flush=True)
         session = {"command": " ".join(sys.argv if argv is None else ["fewshot.py", *argv]), "runs": todo,
                    "started": time.strftime("%Y-%m-%d %H:%M:%S"), "torch_threads": torch.get_num_threads(),
-                   "cpus": os.cpu_count(), "wall_seconds": 0.0}
+                   "device": args.device, "cpus": os.cpu_count(), "wall_seconds": 0.0}
         study["sessions"].append(session)
         save_study(out, study)
         t0 = time.time()
-        data = load_data(recipe, args.root) if todo else {}
+        data = {k: (x.to(args.device), y) for k, (x, y) in (load_data(recipe, args.root) if todo else {}).items()}
         print("data: " + ", ".join(f"{k} {len(y)} images / {len(set(y))} classes" for k, (_, y) in data.items()))
         for i, key in enumerate(todo):
             elapsed = time.time() - t0
             eta = f" | ETA {fmt(elapsed / i * (len(todo) - i))}" if i else ""
             print(f"[{i + 1:3d}/{len(todo)}] {key} | elapsed {fmt(elapsed)}{eta}", flush=True)
-            record = train_run(key, recipe, data, out, lambda s: print("    " + s, flush=True))
+            record = train_run(key, recipe, data, out, lambda s: print("    " + s, flush=True), args.device)
             with open(out / "records.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
                 fh.flush()

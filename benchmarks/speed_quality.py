@@ -6,7 +6,8 @@ and from a teacher cache (K = 8 views, bf16 + channels-last student), 3 seeds ea
 
 Each finished run is appended to ``records.jsonl`` in ``--out`` and skipped when the script runs
 again (resumable); the summary (Recall@1 mean +- std per setting, validation-selected) is printed
-and written to ``summary.json``.
+and written to ``summary.json``. ``--device`` (default ``auto``: CUDA when available, as the
+training jobs choose) is where every run trains; each record names the device it ran on.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+from reproduction.device import add_device_option, check_device, used_device  # noqa: E402
 
 COMMON = dict(epochs=5, iterations_per_epoch=20, batch_size=64, lr=1e-3, lr_milestones=(4,), progress=False)
 SETTINGS = {
@@ -47,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    add_device_option(parser, default="auto")
     args = parser.parse_args(argv)
+    device = check_device(args.device)  # before any folder is created
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     if "teacher" not in done:
         started = time.perf_counter()
         r = train_teacher(model="resnet18", embedding_dim=64, dataset="omniglot", root=args.root, out=str(teacher),
-                          overwrite=True, **COMMON)
-        _append(out, {"key": "teacher", "recall@1": r["best"]["test"]["recall@1"], "seconds": time.perf_counter() - started})
+                          overwrite=True, device=device, **COMMON)
+        _append(out, {"key": "teacher", "recall@1": r["best"]["test"]["recall@1"],
+                      "seconds": time.perf_counter() - started,
+                      "device": used_device(r.get("config"), device)})
     cache = out / "runs" / "cache"
     if "cache" not in done:
         started = time.perf_counter()
         build_cache(TeacherCacheConfig(teacher=str(teacher), views=args.views, out=str(cache), student="resnet10t",
-                                       precision="bf16", overwrite=True, progress=False))
-        _append(out, {"key": "cache", "views": args.views, "seconds": time.perf_counter() - started})
+                                       precision="bf16", overwrite=True, progress=False, device=device))
+        _append(out, {"key": "cache", "views": args.views, "seconds": time.perf_counter() - started, "device": device})
     for seed in (int(s) for s in args.seeds.split(",")):
         for name, setting in SETTINGS.items():
             key = f"{name}-s{seed}"
@@ -72,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             source = {"teacher_cache": str(cache)} if setting.get("teacher_cache") else {"teacher": str(teacher)}
             started = time.perf_counter()
             r = distill(student="resnet10t", embedding_dim=16, seed=seed, out=str(out / "runs" / key), overwrite=True,
-                        **source, **{k: v for k, v in setting.items() if k != "teacher_cache"}, **COMMON)
+                        device=device, **source, **{k: v for k, v in setting.items() if k != "teacher_cache"}, **COMMON)
             _append(out, {"key": key, "setting": name, "seed": seed, "recall@1": r["best"]["test"]["recall@1"],
                           "test_selected_recall@1": r["test_selected"]["test"]["recall@1"], "best_epoch": r["best_epoch"],
-                          "seconds": time.perf_counter() - started, "train_seconds": r["train_seconds"]})
+                          "seconds": time.perf_counter() - started, "train_seconds": r["train_seconds"],
+                          "device": used_device(r.get("config"), device)})
             print(key, f"R@1 {100 * r['best']['test']['recall@1']:.1f}", flush=True)
     records = _records(out)
     summary = {}

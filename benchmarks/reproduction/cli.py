@@ -23,6 +23,7 @@ from .curves import (
     PLATEAU_POINTS,
     PLATEAU_SMOOTH,
 )
+from .device import add_device_option
 from .formatting import display_path
 from .methods import DEFAULT_METHODS, METHODS
 from .plan import GRID_LIMIT_HOURS, L2_CHOICES, describe_grid
@@ -146,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="average the validation curve over this many evaluations first")
     exe = p.add_argument_group("execution")
     exe.add_argument("--workers", type=int, default=None, help="parallel worker processes (default 2; --quick 1)")
-    exe.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    add_device_option(exe)
+    exe.add_argument("--threads", type=int, default=None,
+                     help="torch threads per worker (default 1 on the CPU; on a GPU the cores shared by the workers, "
+                          "at most 4 each)")
     exe.add_argument("--keep-checkpoints", action="store_true",
                      help="keep the students' checkpoints (deleted once a run is recorded)")
     exe.add_argument("--dry-run", action="store_true",

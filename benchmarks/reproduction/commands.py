@@ -18,6 +18,7 @@ from typing import Any
 from . import REPO
 from .cli import DEFAULT_CURVES_OUT, DEFAULT_OUT, DEFAULT_QUICK_OUT, build_parser, recipe_from_args
 from .cost import CostModel, measure_costs
+from .device import check_device, default_threads
 from .curves import curve_recipe, describe_rule, plan_curve_jobs
 from .formatting import display_path, fmt_duration, schedule_text
 from .methods import STUDENT_METHODS
@@ -61,9 +62,10 @@ def make_cost_model(args: argparse.Namespace, recipe: Recipe, out: Path,
     if args.measure_steps:
         with tempfile.TemporaryDirectory(prefix="rkd-measure-") as tmp:
             init_worker(args.threads)
-            per_it, per_eval = measure_costs(recipe, args.measure_steps, tmp)
+            per_it, per_eval = measure_costs(recipe, args.measure_steps, tmp, args.device)
         cost = CostModel(recipe, per_it, per_eval)
-        how = (f"timed {args.measure_steps} steps of each kind of run here, one process at a time: seconds per step "
+        how = (f"timed {args.measure_steps} steps of each kind of run here on {args.device}, one process at a time: "
+               "seconds per step "
                + ", ".join(f"{g} {v:.3f}" for g, v in per_it.items() if g != "self-long")
                + "; per evaluation " + ", ".join(f"{g} {v:.1f}" for g, v in per_eval.items() if g != "self-long"))
     else:
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None, script: str = str(REPO / "benchmarks" / 
     args.report_png = str(Path(args.report_png).resolve()) if args.report_png else str(docs / REPORT_PNG)
     if args.workers is None:
         args.workers = 1 if args.quick else 2
+    if not args.report_only:  # before any folder is created
+        args.device = check_device(args.device)
+        args.threads = args.threads or default_threads(args.device, args.workers)
     if args.report_only:
         if not (out / RECORDS).is_file():
             raise SystemExit(f"no records in {out}: run the study first")

@@ -143,12 +143,13 @@ def schedule_length(costs: Sequence[float], jobs: Sequence[Job], workers: int) -
     return end
 
 
-def measure_costs(recipe: Recipe, steps: int, workdir: str) -> tuple[dict[str, float], dict[str, float]]:
+def measure_costs(recipe: Recipe, steps: int, workdir: str,
+                  device: str = "cpu") -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per training step and per evaluation of each cost group, timed on a few steps.
 
     Trains a teacher, a baseline, an RKD-DA student and a self-distilled student for ``steps``
     iterations (after one warm-up epoch of the same length) with the recipe's data, models and
-    precision, one evaluation each; the teacher of the distillation runs is the one just timed."""
+    precision, one evaluation each, on ``device``; the teacher of the distillation runs is the one just timed."""
     from rkd_pml.training import RunDir
 
     work = Path(workdir)
@@ -160,7 +161,7 @@ def measure_costs(recipe: Recipe, steps: int, workdir: str) -> tuple[dict[str, f
             Job("student", "self", 0, recipe.teacher_dim, False, "teacher-s0")]
     per_it, per_eval = {}, {}
     for job in jobs:
-        cfg = job_config(job, probe, work).replace(overwrite=True)
+        cfg = job_config(job, probe, work, device).replace(overwrite=True)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             started = time.perf_counter()
             train(job, cfg)

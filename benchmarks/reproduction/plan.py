@@ -127,22 +127,23 @@ def describe_grid(name: str) -> str:
 # --------------------------------------------------------------------------- one run's config
 
 
-def _common_config(recipe: Recipe, seed: int) -> dict[str, Any]:
+def _common_config(recipe: Recipe, seed: int, device: str = "cpu") -> dict[str, Any]:
     return dict(
         dataset=recipe.dataset, root=recipe.root, image_size=recipe.image_size,
         train_transform=recipe.train_transform, val_fraction=recipe.val_fraction,
         batch_size=recipe.batch_size, m_per_class=recipe.m_per_class, weight_decay=recipe.weight_decay,
         precision=recipe.precision, channels_last=recipe.channels_last,
-        seed=seed, device="cpu", progress=False, num_workers=0,
+        seed=seed, device=device, progress=False, num_workers=0,
     )
 
 
-def job_config(job: Job, recipe: Recipe, out: str | os.PathLike):
-    """The pipeline config of ``job`` (its run directory is ``out/runs/<key>``)."""
+def job_config(job: Job, recipe: Recipe, out: str | os.PathLike, device: str = "cpu"):
+    """The pipeline config of ``job`` (its run directory is ``out/runs/<key>``) on ``device``
+    (a runtime setting: the run may continue on another device)."""
     from rkd_pml.training import BaselineConfig, DistillConfig, TeacherConfig
 
     out = Path(out)
-    common = _common_config(recipe, job.seed)
+    common = _common_config(recipe, job.seed, device)
     run_dir = str(out / "runs" / job.key)
     if job.kind == "teacher":
         return TeacherConfig(model=recipe.teacher_model, embedding_dim=recipe.teacher_dim, l2_normalize=True,

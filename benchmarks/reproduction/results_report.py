@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .claims import claims, combinations
+from .device import device_counts
 from .formatting import display_path, fmt_duration, schedule_text
 from .learning_speed import learning_speed_section
 from .methods import METHODS
@@ -266,6 +267,9 @@ def render_report(out: str | os.PathLike, md_path: str | os.PathLike | None = No
         add("- Mean wall time per run (one worker): "
             + ", ".join(f"{g} {fmt_duration(statistics.fmean(v), words=True)} (x{len(v)})"
                         for g, v in sorted(groups.items())) + ".")
+    devices = device_counts(records)
+    if devices:
+        add(f"- Devices the runs trained on: {devices}.")
     machines = [s.get("machine") for s in sessions if s.get("machine")]
     if machines:
         mach = machines[-1]

@@ -83,6 +83,7 @@ def _run_locked(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: 
     done_before = total - len(todo)
     cost = cost or CostModel(recipe)
     threads = args.threads
+    device = getattr(args, "device", "cpu")
     workers = max(1, min(args.workers, len(todo))) if todo else 1
 
     session = {
@@ -94,7 +95,7 @@ def _run_locked(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: 
         "planned_keys": [j.key for j in jobs],
         "grid": (meta or {}).get("grid", {}).get("name"),
         "data": data_info(recipe),
-        "machine": machine_info(workers, threads),
+        "machine": machine_info(workers, threads, device),
     }
     study.setdefault("sessions", []).append(session)
     write_json_atomic(out / STUDY, study)
@@ -107,7 +108,8 @@ def _run_locked(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: 
 
     guess_total = cost.total(todo, workers)
     print(f"study: {total} runs planned, {done_before} already recorded, {len(todo)} to run "
-          f"with {workers} worker(s) x {threads} thread(s); first guess {fmt_duration(guess_total)}", flush=True)
+          f"with {workers} worker(s) x {threads} thread(s) on {device}; first guess {fmt_duration(guess_total)}",
+          flush=True)
     print(f"out: {out}", flush=True)
     if not todo:
         print("nothing to train: every planned run is recorded", flush=True)
@@ -150,7 +152,7 @@ def _run_locked(args: argparse.Namespace, recipe: Recipe, jobs: list[Job], out: 
                     break
                 pending.remove(job)
                 t0 = time.time()
-                fut = executor.submit(run_job, job, recipe, str(out), args.keep_checkpoints)
+                fut = executor.submit(run_job, job, recipe, str(out), args.keep_checkpoints, device)
                 running[fut] = (job, t0)
                 if isinstance(executor, SerialExecutor):
                     break  # already finished: record it before starting the next one

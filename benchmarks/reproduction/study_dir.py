@@ -92,8 +92,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def machine_info(workers: int, threads: int) -> dict[str, Any]:
-    """The machine of a session: CPU, cores, workers and threads, load, and the library versions."""
+def machine_info(workers: int, threads: int, device: str = "cpu") -> dict[str, Any]:
+    """The machine of a session: CPU, cores, workers and threads, the device its runs train on
+    (and the GPU's name), load, and the library versions."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -107,10 +108,14 @@ def machine_info(workers: int, threads: int) -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "workers": workers,
         "threads_per_worker": threads,
+        "device": device,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
+    if device.startswith("cuda"):
+        with contextlib.suppress(Exception):
+            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     with contextlib.suppress(OSError, AttributeError):
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     with contextlib.suppress(Exception):

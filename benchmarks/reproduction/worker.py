@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .device import used_device
 from .methods import SELF_METHODS, register_losses
 from .plan import Job, job_config, job_schedule, train
 from .recipe import Recipe
@@ -53,20 +54,31 @@ def data_counts(log_path: Path) -> dict[str, dict[str, int]] | None:
     return None
 
 
+def _config_device(run_dir: Path) -> str | None:
+    """The device that the last training session of ``run_dir`` used (its config.json), if any."""
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((run_dir / "config.json").read_text())
+        return used_device(config, "") or None
+    return None
+
+
 def build_record(job: Job, recipe: Recipe, run_dir: Path, results: dict[str, Any] | None, wall: float,
-                 trained: bool, diverged: str | None = None) -> dict[str, Any]:
+                 trained: bool, diverged: str | None = None, device: str = "cpu",
+                 earlier_device: str | None = None) -> dict[str, Any]:
     """The record of a finished run: test metrics at the epoch chosen on the validation split,
     at the epoch with the best test Recall@1 (the paper's protocol) and at the last epoch, and
     the validation and test Recall@1 of every evaluation (``curve``).
 
-    A run whose loss became non-finite (``diverged``) keeps the evaluations made before."""
+    ``device``: where the run trained (its results' or config.json's ``device_used``, else this
+    one); ``earlier_device``: where its checkpoint was made, when it continued from one made on
+    another device. A run whose loss became non-finite (``diverged``) keeps the evaluations made before."""
     from rkd_pml.training import RunDir
 
     history = [r for r in RunDir(run_dir).read_metrics() if isinstance(r.get("test"), dict)]
     if results is not None:
         ipe = int(results["config"]["iterations_per_epoch"])
     else:
-        ipe = int(job_config(job, recipe, run_dir.parent.parent).iterations_per_epoch)
+        ipe = int(job_config(job, recipe, run_dir.parent.parent, device).iterations_per_epoch)
     empty = {"iteration": None, "val": None, "test": None}
     if not history:
         if diverged is None:
@@ -90,7 +102,8 @@ def build_record(job: Job, recipe: Recipe, run_dir: Path, results: dict[str, Any
         return out
 
     total_epochs = int(results["config"]["epochs"]) if results is not None else None
-    return {
+    ran_on = used_device(results["config"], device) if results is not None else (_config_device(run_dir) or device)
+    record = {
         "key": job.key,
         "kind": job.kind,
         "method": job.method,
@@ -114,16 +127,20 @@ def build_record(job: Job, recipe: Recipe, run_dir: Path, results: dict[str, Any
         ],
         "data": data_counts(run_dir.parent.parent / "logs" / f"{job.key}.log"),
         "precision": recipe.precision,
+        "device": ran_on,
         "train_seconds": results.get("train_seconds") if results is not None else None,
         "wall_seconds": round(wall, 2),
         "trained": trained,
         "finished": now(),
         "pid": os.getpid(),
     }
+    if earlier_device and earlier_device != ran_on:
+        record["earlier_device"] = earlier_device
+    return record
 
 
-def run_job(job: Job, recipe: Recipe, out: str, keep_checkpoints: bool = False) -> dict[str, Any]:
-    """Train (or continue, or just collect) one run; return its record. Runs in a worker."""
+def run_job(job: Job, recipe: Recipe, out: str, keep_checkpoints: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Train (or continue, or just collect) one run on ``device``; return its record. Runs in a worker."""
     register_losses()
     out_path = Path(out)
     run_dir = out_path / "runs" / job.key
@@ -132,21 +149,24 @@ def run_job(job: Job, recipe: Recipe, out: str, keep_checkpoints: bool = False) 
     started = time.perf_counter()
     trained = False
     with open(log_path, "a", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        print(f"--- {now()} {job.key} (pid {os.getpid()}, {_torch_threads()} torch threads)")
+        print(f"--- {now()} {job.key} (pid {os.getpid()}, {_torch_threads()} torch threads, device {device})")
         results_path = run_dir / "results.json"
         if results_path.is_file():  # finished earlier but not recorded (stopped in between)
             results = json.loads(results_path.read_text())
             print("finished earlier: collecting its results")
-            record = build_record(job, recipe, run_dir, results, time.perf_counter() - started, trained)
+            record = build_record(job, recipe, run_dir, results, time.perf_counter() - started, trained,
+                                  device=device)
         else:
-            cfg = job_config(job, recipe, out_path)
-            diverged = None
+            cfg = job_config(job, recipe, out_path, device)
+            diverged, earlier = None, None
             try:
                 if (run_dir / "config.json").is_file():
+                    earlier = _config_device(run_dir)
                     try:
                         results = train(job, cfg.replace(resume=True))
                     except ValueError as exc:  # another recipe or an unusable checkpoint: start again
                         print(f"cannot continue ({exc}); starting again")
+                        earlier = None
                         results = train(job, cfg.replace(overwrite=True))
                 else:
                     results = train(job, cfg.replace(overwrite=True))
@@ -157,7 +177,7 @@ def run_job(job: Job, recipe: Recipe, out: str, keep_checkpoints: bool = False) 
                 results, diverged = None, str(exc).splitlines()[0]
             trained = True
             record = build_record(job, recipe, run_dir, results, time.perf_counter() - started, trained,
-                                  diverged)
+                                  diverged, device, earlier)
         if job.kind != "teacher" and not keep_checkpoints:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         print(f"--- done in {time.perf_counter() - started:.1f}s")

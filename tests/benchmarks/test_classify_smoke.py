@@ -31,7 +31,7 @@ def _records(out: Path) -> list[dict]:
 @pytest.mark.timeout(180)
 def test_quick_study_records_report_and_resume(classify, omniglot_zip, tmp_path, capsys):
     out = tmp_path / "study"
-    argv = ["--quick", "--zip", omniglot_zip, "--out", str(out), "--seeds", "0,1"]
+    argv = ["--quick", "--zip", omniglot_zip, "--out", str(out), "--seeds", "0,1", "--device", "cpu"]
     assert classify.main(argv) == 0
     first = capsys.readouterr().out
     records = _records(out)
@@ -39,7 +39,7 @@ def test_quick_study_records_report_and_resume(classify, omniglot_zip, tmp_path,
     assert {r["key"] for r in records} == expected and len(records) == len(expected)
     quick = classify.QUICK
     for r in records:
-        assert r["recipe"] == quick.key() and r["threads"] == 1
+        assert r["recipe"] == quick.key() and r["threads"] == 1 and r["device"] == "cpu"
         assert [c["epoch"] for c in r["curve"]] == list(range(1, r["epochs"] + 1))
         chosen = r["curve"][r["selected_epoch"] - 1]
         assert chosen["val"] == max(c["val"] for c in r["curve"])  # the epoch is chosen on validation

@@ -35,7 +35,8 @@ def _records(out: Path) -> list[dict]:
 def test_quick_study_records_report_and_resume(fewshot, omniglot_zip, tmp_path, capsys):
     out = tmp_path / "study"
     md, png = tmp_path / "report" / "FEWSHOT.md", tmp_path / "report" / "fewshot_curves.png"
-    argv = ["--quick", "--root", omniglot_zip, "--out", str(out), "--seeds", "0", "--report-md", str(md)]
+    argv = ["--quick", "--root", omniglot_zip, "--out", str(out), "--seeds", "0", "--report-md", str(md),
+            "--device", "cpu"]
     assert fewshot.main(argv) == 0
     first = capsys.readouterr().out
     records = _records(out)
@@ -43,7 +44,7 @@ def test_quick_study_records_report_and_resume(fewshot, omniglot_zip, tmp_path, 
     recipe = fewshot.Recipe(**fewshot.QUICK)
     settings = {f"{w}w{s}s" for w in recipe.eval_ways for s in recipe.eval_shots}
     for r in records:
-        assert set(r["test"]) == settings
+        assert set(r["test"]) == settings and r["device"] == "cpu"
         for s, cell in r["test"].items():
             ways = int(s.split("w")[0])
             assert 0.0 <= cell["accuracy"] <= 1.0 and cell["ci95"] >= 0
@@ -60,7 +61,7 @@ def test_quick_study_records_report_and_resume(fewshot, omniglot_zip, tmp_path, 
     text = md.read_text()
     assert png.is_file() and png.stat().st_size > 0
     for expected in ("Test accuracy", "Paired margins", "self-distilled − teacher", "Self-distilled",
-                     "selected it.", "fewshot_curves.png", "Wall time"):
+                     "selected it.", "fewshot_curves.png", "Wall time", "torch thread(s) on cpu;"):
         assert expected in text, expected
 
     # the same command again: nothing is trained, the records stay as they are

@@ -71,7 +71,7 @@ def test_study_records_report_and_resume(reproduce, tiny_zip, tmp_path, capsys):
         "--quick", "--root", str(tiny_zip), "--image-size", "16", "--out", str(out), "--seeds", "0", "--sizes", "8",
         "--methods", "triplet,rkd-da", "--iterations", "4", "--eval-every", "2",
         "--teacher-iterations", "2", "--teacher-eval-every", "2", "--batch-size", "16",
-        "--workers", "1", "--render-every", "0", "--report-md", str(md), "--report-png", str(png),
+        "--workers", "1", "--render-every", "0", "--report-md", str(md), "--report-png", str(png), "--device", "cpu",
     ]
 
     assert reproduce.main(argv) == 0
@@ -86,6 +86,7 @@ def test_study_records_report_and_resume(reproduce, tiny_zip, tmp_path, capsys):
         assert set(r["selected"]["test"]) >= {"recall@1", "recall@2", "recall@4", "recall@8"}
         assert r["selected"]["val"] is not None  # the epoch was chosen on the validation split
         assert r["data"]["val"]["classes"] == 4 and r["data"]["test"]["classes"] == 8  # half of 8 for validation
+        assert r["device"] == "cpu" and "earlier_device" not in r
     students = [r for r in records if r["kind"] == "student"]
     assert all(r["iterations"] == 4 and [c[0] for c in r["curve"]] == [2, 4] for r in students)
     assert {r["teacher"] for r in students if r["method"] == "rkd-da"} == {"teacher-s0"}
@@ -94,6 +95,7 @@ def test_study_records_report_and_resume(reproduce, tiny_zip, tmp_path, capsys):
     study = json.loads((out / "study.json").read_text())
     assert study["recipe"]["iterations"] == 4 and len(study["sessions"]) == 1
     assert study["sessions"][0]["machine"]["threads_per_worker"] == 1
+    assert study["sessions"][0]["machine"]["device"] == "cpu" and "device" not in study["recipe"]
     assert study["sessions"][0]["data"]["name"] == "tiny_omniglot.zip" and len(study["sessions"][0]["data"]["sha256"]) == 64
     assert sorted(study["sessions"][0]["planned_keys"]) == sorted(keys)
 
@@ -114,15 +116,24 @@ def test_study_records_report_and_resume(reproduce, tiny_zip, tmp_path, capsys):
     assert _snapshot(out) == before
     assert len(json.loads((out / "study.json").read_text())["sessions"]) == 2
 
-    # a run that finished but was not recorded (stopped in between) is collected, not retrained
+    # a run that finished but was not recorded (stopped in between) is collected, not retrained;
+    # its record names the device it ran on (here: as if a GPU session had finished it)
     lines = (out / "records.jsonl").read_text().splitlines()
     (out / "records.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    last = json.loads(lines[-1])["key"]
+    results_path = out / "runs" / last / "results.json"
+    results = json.loads(results_path.read_text())
+    assert results["config"]["device_used"] == "cpu"
+    results["config"]["device_used"] = "cuda:0"
+    results_path.write_text(json.dumps(results))
+    before = _snapshot(out)
     assert reproduce.main(argv) == 0
     capsys.readouterr()
     recovered = {r["key"]: r for r in _records(out)}
     assert len(recovered) == 5
-    assert recovered[json.loads(lines[-1])["key"]]["trained"] is False
+    assert recovered[last]["trained"] is False and recovered[last]["device"] == "cuda:0"
     assert _snapshot(out) == before
+    assert "Devices the runs trained on: cpu (4 runs), cuda:0 (1 run)." in md.read_text()
 
 
 @pytest.mark.timeout(120)
