@@ -6,20 +6,39 @@ from ._lazy import lazy_package
 _EXPORTS = {
     **dict.fromkeys(("DATASETS", "class_balanced_sampler", "load_dataset"), ".data"),
     **dict.fromkeys(("embed", "evaluate"), ".evaluation"),
-    **dict.fromkeys(("DarkRankLoss", "FitNetEmbeddingLoss", "RKDAngleLoss", "RKDDistanceLoss", "RKDLoss"), ".losses"),
+    **dict.fromkeys(
+        (
+            "CorrelationCongruenceLoss",
+            "DarkRankLoss",
+            "FitNetEmbeddingLoss",
+            "PKTLoss",
+            "RKDAngleLoss",
+            "RKDDistanceLoss",
+            "RKDLoss",
+    "RelaxedContrastiveLoss",
+    "SimilarityPreservingLoss",
+            "RelaxedContrastiveLoss",
+            "SimilarityPreservingLoss",
+        ),
+        ".losses",
+    ),
     **dict.fromkeys(("EmbeddingModel", "FrozenModel", "freeze_teacher"), ".models"),
 }
 lazy_package(__name__, _EXPORTS)
 
 __all__ = [
+    "CorrelationCongruenceLoss",
     "DATASETS",
     "DarkRankLoss",
     "EmbeddingModel",
     "FitNetEmbeddingLoss",
     "FrozenModel",
+    "PKTLoss",
     "RKDAngleLoss",
     "RKDDistanceLoss",
     "RKDLoss",
+    "RelaxedContrastiveLoss",
+    "SimilarityPreservingLoss",
     "class_balanced_sampler",
     "embed",
     "evaluate",

@@ -18,9 +18,13 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .correlation_congruence import CorrelationCongruenceLoss
 from .darkrank import DarkRankLoss
 from .fitnet import FitNetEmbeddingLoss
+from .pkt import PKTLoss
+from .relaxed_contrastive import RelaxedContrastiveLoss
 from .rkd import RKDLoss
+from .similarity_preserving import SimilarityPreservingLoss
 
 #: factory(config, student_dim, teacher_dim) -> loss
 LossFactory = Callable[[Any, int, int], nn.Module]
@@ -77,4 +81,20 @@ register_distillation_loss(
 )
 register_distillation_loss(
     "fitnet", lambda cfg, s, t: FitNetEmbeddingLoss(s, t), "FitNet: learned linear map to the teacher's width + MSE"
+)
+register_distillation_loss(
+    "pkt", lambda cfg, s, t: PKTLoss(), "PKT (Passalis and Tefas 2018): KL between cosine-similarity distributions"
+)
+register_distillation_loss(
+    "sp", lambda cfg, s, t: SimilarityPreservingLoss(), "SP (Tung and Mori 2019): row-normalised batch Gram matrices"
+)
+register_distillation_loss(
+    "cc",
+    lambda cfg, s, t: CorrelationCongruenceLoss(),
+    "CC (Peng et al. 2019): Taylor-RBF batch correlation matrices, gamma 0.4, order 2",
+)
+register_distillation_loss(
+    "relaxed-contrastive",
+    lambda cfg, s, t: RelaxedContrastiveLoss(),
+    "relaxed contrastive (Kim et al. 2021): teacher soft labels, sigma 1, delta 1",
 )
