@@ -149,7 +149,7 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default: test)")
     p.add_argument("--gallery-model", metavar="RUN", default=None,
                    help="also cross-model retrieval: the model's embeddings as queries searched in RUN's embeddings "
-                        "of the other images of the same split (a teacher's index searched by its student); RUN "
+                        "of the other images of the same split (an index built with RUN searched with this model); RUN "
                         "embeds them with its own recorded preprocessing and must have the same embedding width. "
                         "Adds asymmetric_recall@K and the asymmetric PML metrics beside the model's own")
     p.add_argument("--batch-size", type=_count(MAX_BATCH), default=256, metavar="N", help="embedding batch size (default: 256)")
