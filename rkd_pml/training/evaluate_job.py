@@ -46,7 +46,7 @@ def evaluate_saved(
     roots are the model's; the gallery model embeds them with its own recorded preprocessing
     (image size, channels, test transform, mean/std, L2 normalisation, precision).
     """
-    from ..evaluation import check_widths, embed, evaluate_embeddings
+    from ..evaluation import check_widths, embed, evaluate, evaluate_embeddings
 
     if split not in ("test", "train"):
         raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
@@ -70,8 +70,13 @@ def evaluate_saved(
         if gallery.data.samples != query.data.samples or not np.array_equal(gallery.data.labels, query.data.labels):
             raise ValueError(f"--gallery-model {gallery_folder}: its {split} split does not hold the model's images "
                              "in the same order")
+    if gallery is None:
+        with autocast(query.precision, dev):
+            return evaluate(model, query.data, ks=query.settings.recall_ks, batch_size=batch_size, device=dev,
+                            progress=progress, num_workers=num_workers)
+    # each model embeds at its own precision; the searches run at full precision
     embeddings, labels = query.embed(embed, batch_size, progress, num_workers)
-    gallery_embeddings = None if gallery is None else gallery.embed(embed, batch_size, progress, num_workers)[0]
+    gallery_embeddings = gallery.embed(embed, batch_size, progress, num_workers)[0]
     return evaluate_embeddings(embeddings, labels, ks=query.settings.recall_ks, device=dev,
                                gallery_embeddings=gallery_embeddings)
 

@@ -89,3 +89,21 @@ def test_gallery_that_is_not_a_model_is_named(teacher_dir, tmp_path, capsys):
         main(["evaluate", teacher_dir, "--gallery-model", str(tmp_path / "empty"), "--no-progress"])
     assert exc.value.code == 2
     assert "--gallery-model" in capsys.readouterr().err
+
+
+def test_folder_of_runs_each_against_the_gallery(teacher_dir, tmp_path, capsys):
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(teacher_dir, tmp_path / "runs" / name)
+    assert main(["evaluate", str(tmp_path / "runs"), "--gallery-model", teacher_dir, "--no-progress", "--json", "-"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert sorted(results) == ["a", "b"]
+    for metrics in results.values():  # copies of the gallery model: asymmetric = symmetric
+        assert metrics["asymmetric_recall@1"] == metrics["recall@1"]
+    # a gallery that is not a model is the command's error, not one per run
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path / "runs"), "--gallery-model", str(tmp_path / "nowhere"), "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--gallery-model" in err and "could not be evaluated" not in err
