@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Recall@K and PML's retrieval metrics. Data settings default to the ones the model "
                         "was trained with. Given a folder of runs, every model in it is evaluated; the runs "
                         "that were skipped (not finished) or could not be evaluated are named at the end "
-                        "(exit status 1 when one could not be evaluated).")
+                        "(exit status 1 when one could not be evaluated). With --gallery-model, also the "
+                        "asymmetric (cross-model) metrics: each image's embedding by the model searched in "
+                        "another model's embeddings of the other images.")
     command("export", _export_arguments,
             help="write a trained model as a plain timm model (timm's hub layout)",
             description="Write the model of a run (or a saved model directory) as a plain timm model whose "
@@ -145,6 +147,11 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="a run directory, a saved model directory, or a folder of runs")
     _add_evaluate_data_flags(p)
     p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default: test)")
+    p.add_argument("--gallery-model", metavar="RUN", default=None,
+                   help="also cross-model retrieval: the model's embeddings as queries searched in RUN's embeddings "
+                        "of the other images of the same split (an index built with RUN searched with this model); RUN "
+                        "embeds them with its own recorded preprocessing and must have the same embedding width. "
+                        "Adds asymmetric_recall@K and the asymmetric PML metrics beside the model's own")
     p.add_argument("--batch-size", type=_count(MAX_BATCH), default=256, metavar="N", help="embedding batch size (default: 256)")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE",
                    help="also write the metrics to FILE as JSON ('-' prints JSON instead of the table)")
@@ -201,9 +208,10 @@ def _print_results(results: dict[str, Any]) -> None:
 
 
 def _print_metrics(values: dict[str, float]) -> None:
+    width = max([30, *map(len, values)])
     for metric, value in values.items():
-        scaled = metric.startswith("recall@") or metric.endswith(("_at_1", "precision", "_at_r"))
-        print(f"{metric:<30} {100 * value:.2f}" if scaled else f"{metric:<30} {value:.4f}")
+        scaled = metric.removeprefix("asymmetric_").startswith("recall@") or metric.endswith(("_at_1", "precision", "_at_r"))
+        print(f"{metric:<{width}} {100 * value:.2f}" if scaled else f"{metric:<{width}} {value:.4f}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -215,7 +223,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .files import atomic_write_text
     from .training.evaluate_job import evaluate_each
 
-    kwargs = {k: getattr(args, k, None) for k in ("dataset", "root", "test_root", "image_size", "in_chans", "test_transform")}
+    kwargs = {k: getattr(args, k, None) for k in ("dataset", "root", "test_root", "image_size", "in_chans", "test_transform",
+                                                  "gallery_model")}
     to_stdout = args.json_out != "-"
     metrics, problems = {}, []
     with contextlib.redirect_stdout(sys.stdout if to_stdout else sys.stderr):

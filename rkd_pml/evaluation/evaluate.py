@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .recall import retrieval_metrics
+from .cross_model import check_widths, cross_retrieval_metrics
+from .recall import CLUSTERING_METRICS, retrieval_metrics
 
 #: PML metrics reported next to Recall@K by default (NMI/AMI are opt-in: k-means is slow).
 DEFAULT_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
@@ -61,9 +62,16 @@ def evaluate_embeddings(
     metrics: Iterable[str] = DEFAULT_METRICS,
     device: torch.device | str | None = None,
     knn_batch_size: int = 512,
+    gallery_embeddings: Tensor | None = None,
 ) -> dict[str, float]:
     """Retrieval metrics of ``embeddings`` ``(N, D)`` with ``labels`` ``(N,)``, each row a query
-    against all the others: ``{"recall@K": ..., <PML metric>: ...}``."""
+    against all the others: ``{"recall@K": ..., <PML metric>: ...}``.
+
+    With ``gallery_embeddings`` ``(N, D)`` (row i: image i embedded by another model), the
+    asymmetric metrics follow (``"asymmetric_recall@K"``, ``"asymmetric_<PML kNN metric>"``):
+    row i of ``embeddings`` searched in the gallery rows of the other images (see
+    :func:`~rkd_pml.evaluation.cross_model.cross_retrieval_metrics`).
+    """
     embeddings = torch.as_tensor(embeddings)
     labels = torch.as_tensor(labels).reshape(-1)
     if embeddings.dim() != 2 or len(embeddings) != len(labels):
@@ -73,8 +81,22 @@ def evaluate_embeddings(
         )
     if len(labels) < 2:
         raise ValueError("need at least 2 embeddings to retrieve anything")
+    if gallery_embeddings is not None:
+        gallery_embeddings = torch.as_tensor(gallery_embeddings)
+        if gallery_embeddings.dim() != 2 or len(gallery_embeddings) != len(labels):
+            raise ValueError(
+                f"expected gallery embeddings ({len(labels)}, D) of the same images, got {tuple(gallery_embeddings.shape)}"
+            )
+        check_widths(embeddings.shape[1], gallery_embeddings.shape[1])
     device = embeddings.device if device is None else torch.device(device)
-    return retrieval_metrics(embeddings.to(device), labels.to(device), ks, tuple(metrics), knn_batch_size)
+    metrics = tuple(metrics)
+    out = retrieval_metrics(embeddings.to(device), labels.to(device), ks, metrics, knn_batch_size)
+    if gallery_embeddings is not None:
+        out.update(cross_retrieval_metrics(
+            embeddings.to(device), gallery_embeddings.to(device), labels.to(device), ks,
+            tuple(m for m in metrics if m not in CLUSTERING_METRICS), knn_batch_size,
+        ))
+    return out
 
 
 def evaluate(
@@ -87,18 +109,35 @@ def evaluate(
     num_workers: int = 0,
     metrics: Iterable[str] = DEFAULT_METRICS,
     knn_batch_size: int = 512,
+    gallery_model: nn.Module | None = None,
+    gallery_dataset: Dataset | None = None,
 ) -> dict[str, float]:
     """Recall@K (keys ``recall@K``) and PML's metrics (``precision_at_1``, ``r_precision``,
     ``mean_average_precision_at_r``; add ``"NMI"``/``"AMI"`` to ``metrics`` for clustering)
     of ``model`` on ``dataset``.
+
+    With ``gallery_model``, the asymmetric metrics too (``asymmetric_recall@K``, ...): queries
+    embedded by ``model``, the gallery by ``gallery_model`` from ``gallery_dataset`` (the same
+    images in the same order, with the gallery model's preprocessing; default: ``dataset``).
+    The two models must give embeddings of the same width.
 
     The kNN search is exact and blockwise (``knn_batch_size`` query rows at a time) on
     ``device`` (default: the model's), so memory stays O(N * k) for SOP-sized sets, with
     k = max(max(ks), largest class - 1).
     """
     device = _model_device(model) if device is None else torch.device(device)
+    if gallery_model is not None:
+        widths = [getattr(m, "embedding_dim", None) for m in (model, gallery_model)]
+        if None not in widths:
+            check_widths(*widths)  # before any embedding
     embeddings, labels = embed(model, dataset, batch_size, device, progress, num_workers)
-    return evaluate_embeddings(embeddings, labels, ks, metrics, device, knn_batch_size)
+    gallery = None
+    if gallery_model is not None:
+        gallery, gallery_labels = embed(gallery_model, dataset if gallery_dataset is None else gallery_dataset,
+                                        batch_size, device, progress, num_workers)
+        if not torch.equal(gallery_labels, labels):
+            raise ValueError("the gallery data set must hold the query data set's images in the same order")
+    return evaluate_embeddings(embeddings, labels, ks, metrics, device, knn_batch_size, gallery_embeddings=gallery)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -34,22 +34,78 @@ def evaluate_saved(
     test_transform: str | None = None,
     in_chans: int | None = None,
     test_root: str | None = None,
+    gallery_model: str | Path | None = None,
 ) -> dict[str, float]:
     """Recall@K (and PML's metrics) of a saved model (a model folder or a run directory) on the
     ``split`` ("test" or "train") of its data. Unset data settings come from what the model was
-    trained with; it is evaluated as in training (same test transform and precision)."""
-    from ..data import load_dataset
-    from ..evaluation import evaluate
+    trained with; it is evaluated as in training (same test transform and precision).
+
+    With ``gallery_model`` (another saved model of the same embedding width), the asymmetric
+    metrics follow (``asymmetric_recall@K``, ...): the model's embeddings of the images searched
+    in the gallery model's embeddings of the other images of the same split. The data set and its
+    roots are the model's; the gallery model embeds them with its own recorded preprocessing
+    (image size, channels, test transform, mean/std, L2 normalisation, precision).
+    """
+    from ..evaluation import check_widths, embed, evaluate, evaluate_embeddings
 
     if split not in ("test", "train"):
         raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
-    dev = resolve_device(device)
+
     folder = find_saved_model(model_dir, flag="MODEL_DIR")
+    gallery_folder = None if gallery_model is None else find_saved_model(gallery_model, flag="--gallery-model")
+    dev = resolve_device(device)
     model = EmbeddingModel.load(folder, map_location=dev)
+    if gallery_folder is not None:  # both models read and their widths checked before any data
+        gallery_net = EmbeddingModel.load(gallery_folder, map_location=dev)
+        check_widths(model.embedding_dim, gallery_net.embedding_dim, f"the model {folder}",
+                     f"--gallery-model {gallery_folder}")
+    query = _prepared(folder, model, dev, split, dataset=dataset, root=root, image_size=image_size,
+                      test_transform=test_transform, in_chans=in_chans, test_root=test_root,
+                      recall_ks=tuple(ks) if ks else None)
+    gallery = None
+    if gallery_folder is not None:
+        gallery = _prepared(gallery_folder, gallery_net, dev, split, role="as the gallery", dataset=query.settings.dataset,
+                            root=query.settings.root, test_root=query.settings.test_root,
+                            recall_ks=query.settings.recall_ks)
+        if gallery.data.samples != query.data.samples or not np.array_equal(gallery.data.labels, query.data.labels):
+            raise ValueError(f"--gallery-model {gallery_folder}: its {split} split does not hold the model's images "
+                             "in the same order")
+    if gallery is None:
+        with autocast(query.precision, dev):
+            return evaluate(model, query.data, ks=query.settings.recall_ks, batch_size=batch_size, device=dev,
+                            progress=progress, num_workers=num_workers)
+    # each model embeds at its own precision; the searches run at full precision
+    embeddings, labels = query.embed(embed, batch_size, progress, num_workers)
+    gallery_embeddings = gallery.embed(embed, batch_size, progress, num_workers)[0]
+    return evaluate_embeddings(embeddings, labels, ks=query.settings.recall_ks, device=dev,
+                               gallery_embeddings=gallery_embeddings)
+
+
+@dataclass
+class _Prepared:
+    """A saved model loaded with the data it is evaluated on and how (settings, precision)."""
+
+    folder: Path
+    model: EmbeddingModel
+    settings: TrainConfig
+    precision: str
+    data: Any
+    device: Any
+
+    def embed(self, embed: Any, batch_size: int, progress: bool, num_workers: int) -> Any:
+        """``(embeddings (N, D), labels (N,))`` of :attr:`data` by :attr:`model`, at its precision."""
+        with autocast(self.precision, self.device):
+            return embed(self.model, self.data, batch_size, self.device, progress, num_workers)
+
+
+def _prepared(folder: Path, model: EmbeddingModel, dev: Any, split: str, role: str = "", **given: Any) -> _Prepared:
+    """``model`` (loaded from ``folder``) with the ``split`` of its data, the ``given`` data
+    settings completed from the model's record, then the data set's defaults. ``role``: said
+    after the model's name in the log line ("as the gallery")."""
+    from ..data import load_dataset
+
     recorded = model.training_data or {}
-    settings = TrainConfig(dataset=dataset, root=root, image_size=image_size, test_transform=test_transform,
-                           in_chans=in_chans, test_root=test_root, recall_ks=tuple(ks) if ks else None,
-                           train_transform=recorded.get("train_transform", "paper"))
+    settings = TrainConfig(**given, train_transform=recorded.get("train_transform", "paper"))
     settings.validate()
     settings = inherit_data_settings(settings, recorded, f"the model {folder}")
     if settings.recall_ks is None and recorded.get("recall_ks") and settings.dataset == recorded.get("dataset"):
@@ -64,12 +120,10 @@ def evaluate_saved(
         test_root=settings.test_root,
     )
     data = test_set if split == "test" else train_set.subset(np.unique(train_set.labels).tolist(), transform=test_set.transform)
-    log(f"evaluating {folder} on {settings.dataset} {split}: {len(data)} images of "
+    log(f"evaluating {folder}{role and ' ' + role} on {settings.dataset} {split}: {len(data)} images of "
         f"{len(np.unique(np.asarray(data.labels)))} classes at {settings.image_size} px, "
         f"{settings.in_chans} channels, {settings.test_transform} test transform, {precision}")
-    with autocast(precision, dev):
-        return evaluate(model, data, ks=settings.recall_ks, batch_size=batch_size, device=dev, progress=progress,
-                        num_workers=num_workers)
+    return _Prepared(folder, model, settings, precision, data, dev)
 
 
 @dataclass
@@ -109,7 +163,10 @@ def saved_models_under(path: str | Path) -> tuple[dict[str, Path], dict[str, str
 def evaluate_each(path: str | Path, **kwargs: Any) -> Iterator[Outcome]:
     """:func:`evaluate_saved` of each saved model under ``path`` (see :func:`saved_models_under`),
     one :class:`Outcome` at a time: a model that cannot be evaluated is reported (its error on one
-    line) and the others are still evaluated; the skipped runs come last."""
+    line) and the others are still evaluated; the skipped runs come last. A ``gallery_model``
+    that is not a saved model is the command's error, before any model is evaluated."""
+    if kwargs.get("gallery_model") is not None:
+        find_saved_model(kwargs["gallery_model"], flag="--gallery-model")
     found, skipped = saved_models_under(path)
     single = list(found.values()) in ([Path(path)], [Path(path) / "model"])  # path is the model
     for name, folder in found.items():
