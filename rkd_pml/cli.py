@@ -16,17 +16,16 @@ The training commands also run on several processes started by torchrun::
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli_evaluate import PROG, add_data_flags, run_evaluate
 from .cli_flags import LazyParser, add_config_flags, config_for, count as _count
 from .cli_signals import Terminated, terminate_on_sigterm
 
-PROG = "rkd-pml"
 JOBS = ("train-teacher", "train-baseline", "distill")
 
 
@@ -145,7 +144,7 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     from .training.config import MAX_BATCH
 
     p.add_argument("model", metavar="MODEL_DIR", help="a run directory, a saved model directory, or a folder of runs")
-    _add_evaluate_data_flags(p)
+    add_data_flags(p)
     p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default: test)")
     p.add_argument("--gallery-model", metavar="RUN", default=None,
                    help="also cross-model retrieval: the model's embeddings as queries searched in RUN's embeddings "
@@ -167,34 +166,6 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
                         "or a folder in use)")
 
 
-#: ``evaluate``'s data flags: the training settings' flags, with help about the evaluated model.
-EVALUATE_FLAGS = {
-    "dataset": "data set to evaluate on (default: the one the model was trained on)",
-    "root": "where the data set lives, a folder or omniglot's .zip (default: the model's, when --dataset is the "
-            "data set it was trained on)",
-    "test_root": "folder data: a separate folder of test classes (default: the model's, when --dataset is the data "
-                 "set it was trained on)",
-    "image_size": "image side in pixels (default: the model's training size)",
-    "in_chans": "input channels: 3 (RGB) or 1 (grey) (default: the model's)",
-    "test_transform": "paper = resize to S*256/224, centre crop; timm = timm's eval transform (default: the model's)",
-    "recall_ks": "Ks of Recall@K (default: the model's, on its data set; else 1,2,4,8, sop: 1,10,100,1000)",
-    "num_workers": "data-loading worker processes (default: 0)",
-    "device": "cpu, cuda, cuda:N, mps or auto (CUDA when available) (default: auto)",
-}
-
-
-def _add_evaluate_data_flags(p: argparse.ArgumentParser) -> None:
-    """The data flags of the training settings (same names, types and choices), described for
-    a model being evaluated instead of one being trained."""
-    from .training.config import TrainConfig
-
-    add_config_flags(p, TrainConfig, skip=tuple(n for n in TrainConfig.__dataclass_fields__ if n not in EVALUATE_FLAGS))
-    group = p._action_groups[-1]  # the group add_config_flags made
-    group.title = "data settings (defaults: those the model was trained with, else the data set's)"
-    for action in group._group_actions:
-        action.help = EVALUATE_FLAGS[action.dest].replace("%", "%%")
-
-
 def _print_results(results: dict[str, Any]) -> None:
     if _torchrun_rank() > 0:
         return
@@ -205,50 +176,6 @@ def _print_results(results: dict[str, Any]) -> None:
     if results["selection_split"] == "val":
         print(f"(epoch {results['test_selected']['epoch']} picked on the test split itself, optimistic: {line(chosen)})")
     print(f"model: {results['model_dir']}\nresults: {Path(results['run_dir']) / 'results.json'}")
-
-
-def _print_metrics(values: dict[str, float]) -> None:
-    width = max([30, *map(len, values)])
-    for metric, value in values.items():
-        scaled = metric.removeprefix("asymmetric_").startswith("recall@") or metric.endswith(("_at_1", "precision", "_at_r"))
-        print(f"{metric:<{width}} {100 * value:.2f}" if scaled else f"{metric:<{width}} {value:.4f}")
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    """Each model under ``args.model`` evaluated and printed as it comes; then one line per model
-    that was skipped or could not be evaluated. Exit 1 when one could not be evaluated. With
-    ``--json -`` stdout holds the JSON only (every message goes to stderr)."""
-    import contextlib
-
-    from .files import atomic_write_text
-    from .training.evaluate_job import evaluate_each
-
-    kwargs = {k: getattr(args, k, None) for k in ("dataset", "root", "test_root", "image_size", "in_chans", "test_transform",
-                                                  "gallery_model")}
-    to_stdout = args.json_out != "-"
-    metrics, problems = {}, []
-    with contextlib.redirect_stdout(sys.stdout if to_stdout else sys.stderr):
-        for outcome in evaluate_each(args.model, split=args.split, ks=getattr(args, "recall_ks", None),
-                                     batch_size=args.batch_size, device=getattr(args, "device", "auto"),
-                                     progress=args.progress, num_workers=getattr(args, "num_workers", 0), **kwargs):
-            if outcome.metrics is None:
-                problems.append(outcome)
-                continue
-            metrics[outcome.name] = outcome.metrics
-            if to_stdout:
-                if outcome.name != Path(args.model).name:  # a folder of runs
-                    print(f"== {outcome.name}")
-                _print_metrics(outcome.metrics)
-                sys.stdout.flush()
-    shown = metrics[Path(args.model).name] if list(metrics) == [Path(args.model).name] and not problems else metrics
-    if args.json_out == "-":
-        print(json.dumps(shown, indent=2))
-    elif args.json_out:
-        atomic_write_text(args.json_out, json.dumps(shown, indent=2) + "\n")
-    for outcome in problems:
-        what = f"skipped: {outcome.skipped}" if outcome.skipped else f"could not be evaluated: {outcome.error}"
-        print(f"{PROG}: {Path(args.model) / outcome.name}: {what}", file=sys.stderr)
-    return 1 if any(o.error for o in problems) else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -268,14 +195,14 @@ def _run(args: argparse.Namespace) -> int:
         demo(out=args.out, overwrite=args.overwrite, device=args.device, seed=args.seed, progress=args.progress, **settings)
         return 0
     if args.command == "evaluate":
-        return _evaluate(args)
+        return run_evaluate(args)
     if args.command == "export":
         from .models.export import export_timm
 
         print(f"timm model written to {export_timm(args.model, args.out, overwrite=args.overwrite)}")
         return 0
     if args.command == "teacher-cache":
-        from .training.cache_job import TeacherCacheConfig, build_cache
+        from .training.cache_job import build_cache
 
         print(f"teacher cache written to {build_cache(cfg)}")
         return 0
