@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 
 def _tail(path: Path, n: int = 3000) -> str:
@@ -62,3 +63,46 @@ def run_ranks(
     for r in results:
         r["wall_s"] = wall
     return results
+
+
+def serve_rank(results: Callable[[int, int], dict], description: str, argv: list[str] | None = None) -> int:
+    """The ``main`` of a worker script started by :func:`run_ranks` (or by torchrun): join the
+    gloo group (one thread, float64 default dtype, UserWarnings off), write ``{"rank": r,
+    **results(r, world_size)}`` to ``OUT/rank<r>.json``; 1 with the traceback printed when
+    ``results`` raises."""
+    import argparse
+    import datetime
+    import traceback
+    import warnings
+
+    import torch
+    import torch.distributed as dist
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rank", type=int, default=None, help="default: $RANK (torchrun)")
+    parser.add_argument("--world-size", type=int, default=None, help="default: $WORLD_SIZE")
+    parser.add_argument("--init-method", default="env://")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per collective")
+    args = parser.parse_args(argv)
+    rank = args.rank if args.rank is not None else int(os.environ["RANK"])
+    world_size = args.world_size if args.world_size is not None else int(os.environ["WORLD_SIZE"])
+
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    dist.init_process_group(
+        "gloo", init_method=args.init_method, rank=rank, world_size=world_size,
+        timeout=datetime.timedelta(seconds=args.timeout),
+    )  # fmt: skip
+    try:
+        result = {"rank": rank, **results(rank, world_size)}
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
+            json.dump(result, f, indent=1)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        dist.destroy_process_group()
+    return 0

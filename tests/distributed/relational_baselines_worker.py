@@ -8,22 +8,17 @@ writes ``rank<r>.json`` under ``--out``. Started by ``test_relational_baselines_
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from rkd_pml import CorrelationCongruenceLoss, PKTLoss, RelaxedContrastiveLoss, SimilarityPreservingLoss
 from rkd_pml.distributed import distributed_rkd
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ddp_launch import serve_rank  # noqa: E402
 from ddp_rkd_equivalence_worker import N_GLOBAL, LR, global_batch, make_student, max_abs_diff  # noqa: E402
 
 LOSSES = {
@@ -64,30 +59,8 @@ def run_case(name: str, rank: int, world_size: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--rank", type=int, required=True)
-    parser.add_argument("--world-size", type=int, required=True)
-    parser.add_argument("--init-method", required=True)
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per collective")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    dist.init_process_group(
-        "gloo", init_method=args.init_method, rank=args.rank, world_size=args.world_size,
-        timeout=datetime.timedelta(seconds=args.timeout),
-    )  # fmt: skip
-    try:
-        result = {"rank": args.rank, "cases": {n: run_case(n, args.rank, args.world_size) for n in LOSSES}}
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, f"rank{args.rank}.json"), "w") as f:
-            json.dump(result, f, indent=1)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    finally:
-        dist.destroy_process_group()
-    return 0
+    return serve_rank(lambda rank, world_size: {"cases": {n: run_case(n, rank, world_size) for n in LOSSES}},
+                      __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

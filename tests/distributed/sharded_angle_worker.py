@@ -15,20 +15,15 @@ Started by ``test_sharded_angle.py`` (FileStore rendezvous), or by hand::
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
 import sys
-import traceback
-import warnings
 
 import torch
-import torch.distributed as dist
 
 from rkd_pml import RKDAngleLoss, RKDLoss
 from rkd_pml.distributed import distributed_rkd
 from rkd_pml.functional import angle_tiles
+
+from ddp_launch import serve_rank  # the script's own folder is on sys.path
 
 N_GLOBAL = 72
 IN_DIM, STUDENT_DIM, TEACHER_DIM = 5, 6, 12
@@ -109,34 +104,8 @@ def run_case(name: str, rank: int, world_size: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--rank", type=int, default=None, help="default: $RANK (torchrun)")
-    parser.add_argument("--world-size", type=int, default=None, help="default: $WORLD_SIZE")
-    parser.add_argument("--init-method", default="env://")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per collective")
-    args = parser.parse_args(argv)
-    rank = args.rank if args.rank is not None else int(os.environ["RANK"])
-    world_size = args.world_size if args.world_size is not None else int(os.environ["WORLD_SIZE"])
-
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    dist.init_process_group(
-        "gloo", init_method=args.init_method, rank=rank, world_size=world_size,
-        timeout=datetime.timedelta(seconds=args.timeout),
-    )  # fmt: skip
-    try:
-        result = {"rank": rank, "cases": {name: run_case(name, rank, world_size) for name in LOSSES}}
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
-            json.dump(result, f, indent=1)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    finally:
-        dist.destroy_process_group()
-    return 0
+    return serve_rank(lambda rank, world_size: {"cases": {name: run_case(name, rank, world_size) for name in LOSSES}},
+                      __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
