@@ -104,8 +104,10 @@ def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConf
     cfg = resolve_m_per_class(cfg, train_set.labels)
     check_class_balance(train_set.labels, cfg.batch_size, cfg.m_per_class)
     if cfg.check_images:
-        for data in (train_set, *eval_sets.values()):  # the fast pipeline keeps the training images decoded
-            data.check_images(progress=cfg.progress, keep=data is train_set and cfg.input_pipeline == "fast")
+        # the fast pipeline keeps the training images decoded; a teacher cache renders its own views
+        keep = cfg.input_pipeline == "fast" and not getattr(cfg, "teacher_cache", None)
+        for data in (train_set, *eval_sets.values()):
+            data.check_images(progress=cfg.progress, keep=keep and data is train_set)
     return train_set, eval_sets, cfg
 
 
