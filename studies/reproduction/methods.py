@@ -1,9 +1,8 @@
 """The study's methods: the students' losses, with the labels and descriptions the report uses.
 
 Triplet (no teacher), FitNet, DarkRank, RKD-D, RKD-A, RKD-DA, RKD-DA + triplet (the student's
-triplet loss added to RKD-DA) and RKD-DA + FitNet (:class:`RKDFitNetLoss`, registered here as the
-distillation loss ``rkd-fitnet``); self-distillation (student = the teacher's architecture and
-width, RKD-DA, no L2). Every other distillation loss of the package's registry is a method too,
+triplet loss added to RKD-DA) and RKD-DA + FitNet (the library's distillation loss ``rkd-fitnet``);
+self-distillation (student = the teacher's architecture and width, RKD-DA, no L2). Every other distillation loss of the package's registry is a method too,
 by its registry name.
 """
 
@@ -12,49 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
-
-class RKDFitNetLoss(nn.Module):
-    """RKD-DA plus FitNet on the final embedding: ``RKDLoss(distance, angle) + fitnet_weight x FitNet``.
-
-    Called like every distillation loss, ``loss(student_emb, labels, None, ref_emb=teacher_emb)``.
-    FitNet's linear map to the teacher's width is a sub-module, so its parameters reach the
-    optimizer and the checkpoints through the training objective.
-    """
-
-    def __init__(self, student_dim: int, teacher_dim: int, distance_weight: float = 1.0, angle_weight: float = 2.0,
-                 fitnet_weight: float = 1.0):
-        super().__init__()
-        from rkd_pml.losses import RKDLoss
-        from rkd_pml.losses.fitnet import FitNetEmbeddingLoss
-
-        self.rkd = RKDLoss(distance_weight=distance_weight, angle_weight=angle_weight)
-        self.fitnet = FitNetEmbeddingLoss(student_dim, teacher_dim)
-        self.fitnet_weight = float(fitnet_weight)
-
-    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
-        """RKD-DA plus the weighted FitNet loss of the student's ``embeddings`` against ``ref_emb``."""
-        return (self.rkd(embeddings, labels, indices_tuple, ref_emb=ref_emb)
-                + self.fitnet_weight * self.fitnet(embeddings, labels, None, ref_emb=ref_emb))
-
-
+#: the library's RKD-DA + FitNet objective (:class:`rkd_pml.losses.rkd_fitnet.RKDFitNetLoss`)
 COMBINED_FITNET_LOSS = "rkd-fitnet"
-
-
-def register_losses() -> None:
-    """Register ``rkd-fitnet`` (idempotent; every process that builds or resumes such a run calls it)."""
-    from rkd_pml.losses.registry import DISTILLATION_LOSSES, register_distillation_loss
-
-    if COMBINED_FITNET_LOSS not in DISTILLATION_LOSSES:
-        register_distillation_loss(
-            COMBINED_FITNET_LOSS,
-            lambda cfg, s, t: RKDFitNetLoss(s, t, cfg.distance_weight, cfg.angle_weight, 1.0),
-            "RKD-DA + FitNet: distance_weight x RKD-D + angle_weight x RKD-A + FitNet (map to the teacher's width, MSE)",
-        )
-
-
-register_losses()
 
 
 @dataclass(frozen=True)

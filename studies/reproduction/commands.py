@@ -1,4 +1,4 @@
-"""What each command of ``benchmarks/reproduce.py`` does: the study, the curves, the dry run, --report-only.
+"""What each command of ``python -m studies.reproduction`` does: the study, the curves, the dry run, --report-only.
 
 :func:`main` reads the command line, plans the runs of the chosen grid and runs them (or, with
 ``--dry-run``, prints the budgets, the estimates of both grids and which runs would train);
@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 from . import REPO
 from .cli import DEFAULT_CURVES_OUT, DEFAULT_OUT, DEFAULT_QUICK_OUT, build_parser, recipe_from_args
 from .cost import CostModel, measure_costs
-from .device import check_device, default_threads
+from ..device import check_device, default_threads
 from .curves import curve_recipe, describe_rule, plan_curve_jobs
 from .formatting import display_path, fmt_duration, schedule_text
 from .methods import STUDENT_METHODS
@@ -105,16 +104,15 @@ def dry_run(args: argparse.Namespace, recipe: Recipe, source: dict[str, Any], gr
             print(f"{'done' if j.key in records else 'todo'}  {j.key:<30} ~{cost.cost(j):6.0f}s")
 
 
-def main(argv: list[str] | None = None, script: str = str(REPO / "benchmarks" / "reproduce.py")) -> int:
-    """Run the command ``argv`` (default: this process's arguments) of the entry script ``script``
-    (the study records the command as ``python <script> <arguments>``); return its exit status."""
+def main(argv: list[str] | None = None, program: str = "python -m studies.reproduction") -> int:
+    """Run the command ``argv`` (default: this process's arguments) of the study (it records the
+    command as ``<program> <arguments>``); return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list and not args.dry_run:
         parser.error("--list lists the runs of --dry-run: add --dry-run (without it the study would train)")
     if args.command is None:
-        shown = ["python", os.path.relpath(script, Path.cwd()) if Path(script).is_absolute() else script,
-                 *(sys.argv[1:] if argv is None else argv)]
+        shown = [*shlex.split(program), *(sys.argv[1:] if argv is None else argv)]
         args.command = " ".join(shlex.quote(a) for a in shown)
     default_out = DEFAULT_CURVES_OUT if args.curves else (DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT)
     out = Path(args.out or (REPO / default_out)).resolve()

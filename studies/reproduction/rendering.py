@@ -2,7 +2,7 @@
 
 Each rendering reloads the report's modules, so a long study renders with the current report code;
 a report that fails to render is reported and leaves the records as they are (it can be rendered
-later with ``--report-only`` or ``benchmarks/report.py``).
+later with ``--report-only`` or ``python -m studies.reproduction.report``).
 """
 
 from __future__ import annotations

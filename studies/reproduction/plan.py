@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .methods import DEFAULT_METHODS, METHODS, SELF_METHODS, register_losses
+from .methods import DEFAULT_METHODS, METHODS, SELF_METHODS
 from .recipe import Recipe
 
 
@@ -153,7 +153,6 @@ def job_config(job: Job, recipe: Recipe, out: str | os.PathLike, device: str = "
     if method.job == "baseline":
         return BaselineConfig(model=recipe.student_model, embedding_dim=job.dim, l2_normalize=job.l2,
                               out=run_dir, **common, **sched)
-    register_losses()
     student = recipe.teacher_model if job.method in SELF_METHODS else recipe.student_model
     return DistillConfig(teacher=str(out / "runs" / job.teacher_key), student=student, embedding_dim=job.dim,
                          l2_normalize=job.l2, loss=method.loss, out=run_dir, **common, **sched, **dict(method.extra))
@@ -167,5 +166,4 @@ def train(job: Job, cfg) -> dict[str, Any]:
         return train_teacher(cfg)
     if METHODS[job.method].job == "baseline":
         return train_baseline(cfg)
-    register_losses()
     return distill(cfg)

@@ -25,9 +25,10 @@ def _narrowing_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def _parse_command(command: str) -> argparse.Namespace:
-    """The arguments of a recorded ``python .../reproduce.py ...`` command."""
+    """The arguments of a recorded ``python -m studies.reproduction ...`` (or, before it,
+    ``python .../reproduce.py ...``) command."""
     argv = shlex.split(command)
-    i = next((k for k, a in enumerate(argv) if a.endswith("reproduce.py")), 1)
+    i = next((k for k, a in enumerate(argv) if a.endswith("reproduce.py") or a == "studies.reproduction"), 1)
     return build_parser().parse_args(argv[i + 1:])
 
 

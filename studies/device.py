@@ -3,7 +3,8 @@
 The device is a runtime setting, not part of a study's recipe: a study started on the CPU may be
 continued on a GPU; each run's record says where it ran. :func:`check_device` is called before
 any folder is created, so a device that is not there is refused in one line. The same option is
-shared by ``benchmarks/reproduce.py``, ``classify.py``, ``fewshot.py`` and ``speed_quality.py``.
+shared by the studies: ``studies.reproduction``, ``studies.classification``, ``studies.fewshot`` and
+``studies.speed_quality``.
 """
 
 from __future__ import annotations

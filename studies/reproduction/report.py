@@ -2,17 +2,17 @@
 """Render the reproduction study's report (Markdown + figures) from its records.
 
 Everything in the report is computed from ``<out>/records.jsonl`` and ``<out>/study.json``
-written by ``benchmarks/reproduce.py`` (and, for budgets chosen from curves, the curves'
+written by ``python -m studies.reproduction`` (and, for budgets chosen from curves, the curves'
 ``budgets.json``): the data file, the methods, the student L2 settings, the sizes and the budgets
 are the ones that ran; nothing is typed in by hand. By default the report goes into the study
 directory; ``--docs DIR`` writes it (``RESULTS.md`` and its figures) into DIR instead::
 
-    python benchmarks/report.py --out benchmarks/results/reproduce-converged --docs docs \
-        --learning-speed benchmarks/results/reproduce
+    python -m studies.reproduction.report --out studies/reproduction/results/reproduce-converged \
+        --docs studies/reproduction --learning-speed studies/reproduction/results/reproduce
 
-A curves directory (``reproduce.py --curves``) renders its figure and budgets instead::
+A curves directory (``python -m studies.reproduction --curves``) renders its figure and budgets instead::
 
-    python benchmarks/report.py --out benchmarks/results/reproduce-curves
+    python -m studies.reproduction.report --out studies/reproduction/results/reproduce-curves
 """
 
 from __future__ import annotations
@@ -22,22 +22,18 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # ``import reproduction``
-    sys.path.insert(0, str(HERE))
-
-from reproduction.cli import DEFAULT_OUT  # noqa: E402
-from reproduction.curves import BUDGET_RULES, PLATEAU_POINTS, PLATEAU_SMOOTH  # noqa: E402
-from reproduction.curves_report import render_curves  # noqa: E402
-from reproduction.results_report import render_report  # noqa: E402
-from reproduction.study_dir import CURVES_MD, CURVES_PNG, REPORT_MD, REPORT_PNG, STUDY  # noqa: E402
+from .cli import DEFAULT_OUT
+from .curves import BUDGET_RULES, PLATEAU_POINTS, PLATEAU_SMOOTH
+from .curves_report import render_curves
+from .results_report import render_report
+from .study_dir import CURVES_MD, CURVES_PNG, REPORT_MD, REPORT_PNG, STUDY
 
 __all__ = ["main", "render_curves", "render_report"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Render the report (or, for a curves directory, its budgets and figure) of ``--out``."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m studies.reproduction.report", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=DEFAULT_OUT, help="study (or curves) directory")
     p.add_argument("--docs", default=None, metavar="DIR",
                    help=f"write {REPORT_MD} and its figures (a curves directory: {CURVES_MD} and {CURVES_PNG}) into DIR "
@@ -45,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md", default=None, help=f"report path (default DOCS/{REPORT_MD})")
     p.add_argument("--png", default=None, help=f"figure path (default DOCS/{REPORT_PNG})")
     p.add_argument("--learning-speed", default=None, metavar="DIR",
-                   help="a shorter study of the same methods (e.g. benchmarks/results/reproduce, 120 iterations per "
+                   help="a shorter study of the same methods (e.g. studies/reproduction/results/reproduce, 120 iterations per "
                         "student), shown as a labelled learning-speed table")
     p.add_argument("--budget-rule", choices=BUDGET_RULES, default="first-drop", help="curves only")
     p.add_argument("--plateau-points", type=float, default=PLATEAU_POINTS, help="curves only")
@@ -53,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     if not (out / STUDY).is_file():
-        print(f"no study in {out}: run benchmarks/reproduce.py first", file=sys.stderr)
+        print(f"no study in {out}: run python -m studies.reproduction first", file=sys.stderr)
         return 2
     study = json.loads((out / STUDY).read_text())
     if study.get("mode") == "curves":

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .device import used_device
-from .methods import SELF_METHODS, register_losses
+from ..device import used_device
+from .methods import SELF_METHODS
 from .plan import Job, job_config, job_schedule, train
 from .recipe import Recipe
 from .study_dir import now
@@ -141,7 +141,6 @@ def build_record(job: Job, recipe: Recipe, run_dir: Path, results: dict[str, Any
 
 def run_job(job: Job, recipe: Recipe, out: str, keep_checkpoints: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Train (or continue, or just collect) one run on ``device``; return its record. Runs in a worker."""
-    register_losses()
     out_path = Path(out)
     run_dir = out_path / "runs" / job.key
     log_path = out_path / "logs" / f"{job.key}.log"
@@ -201,4 +200,3 @@ def init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    register_losses()

@@ -1,5 +1,5 @@
-"""The reproduction study of the RKD paper's metric-learning claims, behind ``benchmarks/reproduce.py``
-(plan, train and record the runs) and ``benchmarks/report.py`` (render the report).
+"""The reproduction study of the RKD paper's metric-learning claims, behind ``python -m studies.reproduction``
+(plan, train and record the runs) and ``python -m studies.reproduction.report`` (render the report).
 
 What the study trains:
 
@@ -25,8 +25,8 @@ The report:
 * :mod:`.curves_report`: ``budgets.json``, ``curves.png`` and ``CURVES.md`` of a curves directory;
 * :mod:`.formatting`: durations, schedules and paths as the printed output and the report write them.
 
-The package is imported as ``reproduction`` with ``benchmarks/`` on ``sys.path`` (the entry scripts put
-it there; spawned worker processes inherit it).
+Run it from the repository root: ``python -m studies.reproduction`` (the study) and
+``python -m studies.reproduction.report`` (the report).
 """
 
 from pathlib import Path

@@ -3,8 +3,8 @@
 
 Every run goes through the package's own training jobs (``rkd_pml.training.train_teacher``,
 ``train_baseline`` and ``distill``); this script plans the runs, executes them in a few worker
-processes, records each finished run and renders the report (``benchmarks/report.py``). The code
-is the package ``benchmarks/reproduction`` (its docstring lists the modules).
+processes, records each finished run and renders the report (``python -m studies.reproduction.report``).
+The code is the package ``studies.reproduction`` (its docstring lists the modules).
 
 The study (defaults; see ``--help``):
 
@@ -29,12 +29,12 @@ Budgets come from curves (``--curves``): one teacher and one student per method 
 budget with a constant learning rate; the budget is placed where the validation Recall@1 stops
 improving (``reproduction.curves.plateau``). Typical session::
 
-    python benchmarks/reproduce.py --curves                       # curves.png, budgets.json
-    python benchmarks/reproduce.py --budgets benchmarks/results/reproduce-curves/budgets.json --dry-run
-    python benchmarks/reproduce.py --budgets benchmarks/results/reproduce-curves/budgets.json
-    python benchmarks/reproduce.py --report-only --docs docs      # docs/RESULTS.md + figures
+    python -m studies.reproduction --curves                       # curves.png, budgets.json
+    python -m studies.reproduction --budgets studies/reproduction/results/reproduce-curves/budgets.json --dry-run
+    python -m studies.reproduction --budgets studies/reproduction/results/reproduce-curves/budgets.json
+    python -m studies.reproduction --report-only --docs studies/reproduction   # RESULTS.md + figures
 
-Outputs in ``--out`` (default ``benchmarks/results/reproduce-converged``)::
+Outputs in ``--out`` (default ``studies/reproduction/results/reproduce-converged``)::
 
     study.json       the recipe (must match to resume), grid, budgets' source, data file, sessions
     records.jsonl    one JSON line per finished run, appended and flushed when the run ends
@@ -49,18 +49,13 @@ their last checkpoint.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # ``import reproduction`` here and in the spawned workers
-    sys.path.insert(0, str(HERE))
-
-from reproduction.cli import _methods, build_parser, recipe_from_args  # noqa: E402
-from reproduction.commands import main as run_command  # noqa: E402
-from reproduction.methods import METHODS  # noqa: E402
-from reproduction.plan import GRIDS, Job, job_config, plan_jobs  # noqa: E402
-from reproduction.recipe import Recipe  # noqa: E402
-from reproduction.study_dir import append_record, open_study, read_records, read_study  # noqa: E402
+from .cli import _methods, build_parser, recipe_from_args
+from .commands import main as run_command
+from .methods import METHODS
+from .plan import GRIDS, Job, job_config, plan_jobs
+from .recipe import Recipe
+from .study_dir import append_record, open_study, read_records, read_study
 
 #: the study's plan and files, for the tests and for other scripts
 __all__ = ["GRIDS", "METHODS", "Job", "Recipe", "_methods", "append_record", "build_parser", "job_config", "main",
@@ -68,8 +63,8 @@ __all__ = ["GRIDS", "METHODS", "Job", "Recipe", "_methods", "append_record", "bu
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``benchmarks/reproduce.py`` with the arguments ``argv`` (default: the command line)."""
-    return run_command(argv, script=__file__)
+    """Run ``python -m studies.reproduction`` with the arguments ``argv`` (default: the command line)."""
+    return run_command(argv)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def learning_speed_section(study_dir: str | Path) -> list[str]:
         "",
         table_r1(idx, "selected", idx.sizes(), len(seeds)),
         "",
-        f"Its full report: `python benchmarks/report.py --out {display_path(study_dir)} --md <file>`.",
+        f"Its full report: `python -m studies.reproduction.report --out {display_path(study_dir)} --md <file>`.",
         "",
     ]
     return lines

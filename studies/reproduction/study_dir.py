@@ -17,12 +17,11 @@ import platform
 from pathlib import Path
 from typing import Any, Iterator
 
-from .recipe import Recipe
+from rkd_pml.files.atomic import atomic_write_text
+from rkd_pml.files.lock import LOCK_NAME, RunLock, RunLockedError, describe_holder
+from rkd_pml.files.records import append_jsonl, latest_by_key
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
+from .recipe import Recipe
 
 RECORDS = "records.jsonl"
 STUDY = "study.json"
@@ -38,7 +37,7 @@ REPORT_CURVES_PNG = "results_curves.png"
 CURVES_PNG = "curves.png"
 CURVES_MD = "CURVES.md"
 #: held (flock) by the command training in a study directory
-LOCK = "study.lock"
+LOCK = LOCK_NAME
 
 
 def now() -> str:
@@ -48,48 +47,17 @@ def now() -> str:
 
 def read_records(out: Path) -> dict[str, dict[str, Any]]:
     """Recorded runs by key (a line cut by a crash is ignored; the last record of a key wins)."""
-    path = Path(out) / RECORDS
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "key" in rec:
-                records[rec["key"]] = rec
-    return records
+    return latest_by_key(Path(out) / RECORDS, skip_damaged=True)  # earlier writers ended cut lines
 
 
 def append_record(out: Path, record: dict[str, Any]) -> None:
-    """Append one line with a single write, flushed to disk."""
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    path = out / RECORDS
-    # a line cut by a crash is completed with a newline so the next record starts cleanly
-    prefix = b""
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                prefix = b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, prefix + line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Append one line, flushed to disk (a line cut by a crash before it is dropped)."""
+    append_jsonl(Path(out) / RECORDS, record, what="the study's records")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON through a temporary file, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def machine_info(workers: int, threads: int, device: str = "cpu") -> dict[str, Any]:
@@ -184,28 +152,19 @@ def lock_study(out: Path) -> Iterator[None]:
     """Hold the study directory ``out`` for one training command; refuse a second one at once.
 
     Two commands in one directory would train the same runs side by side and write their records
-    twice. The lock is the kernel's (flock), so a command that died leaves nothing to clean up."""
+    twice. The lock is the package's folder lock (:mod:`rkd_pml.files.lock`, the kernel's flock),
+    so a command that died leaves nothing to clean up."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
+    try:
+        lock = RunLock.acquire(out, what="study directory")
+    except RunLockedError as exc:
+        raise SystemExit(f"{out} is in use by another study command ({describe_holder(exc.holder)}): wait for it "
+                         "to end, stop it (its finished runs stay recorded), or choose another --out") from None
+    try:
         yield
-        return
-    with open(out / LOCK, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise SystemExit(f"{out} is in use by another study command ({holder}): wait for it to end, "
-                             "stop it (its finished runs stay recorded), or choose another --out") from None
-        f.truncate(0)
-        f.write(f"pid {os.getpid()} since {now()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        lock.release()
 
 
 def read_study(out: Path) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """The cost model: the expected wall time of each run and of a study on a few workers.
 
 The guesses are seconds per training step and per evaluation of each kind of run; they are
-replaced by a short timing (:func:`measure_costs`, behind ``reproduce.py --dry-run
+replaced by a short timing (:func:`measure_costs`, behind ``python -m studies.reproduction --dry-run
 --measure-steps N``) and scaled by the runs that have finished (:meth:`CostModel.calibrate`).
 """
 

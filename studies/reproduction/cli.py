@@ -1,4 +1,4 @@
-"""The command line of ``benchmarks/reproduce.py``: its options, and the recipe and budgets they give.
+"""The command line of ``python -m studies.reproduction``: its options, and the recipe and budgets they give.
 
 :func:`build_parser` is the parser (also used to re-read the commands recorded in study.json);
 :func:`recipe_from_args` turns the options into the study's recipe and says where its budgets
@@ -23,16 +23,16 @@ from .curves import (
     PLATEAU_POINTS,
     PLATEAU_SMOOTH,
 )
-from .device import add_device_option
+from ..device import add_device_option
 from .formatting import display_path
 from .methods import DEFAULT_METHODS, METHODS
 from .plan import GRID_LIMIT_HOURS, L2_CHOICES, describe_grid
 from .recipe import BASE_STUDENT_ITERATIONS, BASE_TEACHER_ITERATIONS, QUICK, Recipe, round_up
 from .study_dir import REPORT_MD, REPORT_PNG
 
-DEFAULT_OUT = "benchmarks/results/reproduce-converged"
-DEFAULT_CURVES_OUT = "benchmarks/results/reproduce-curves"
-DEFAULT_QUICK_OUT = "benchmarks/results/reproduce-quick"
+DEFAULT_OUT = "studies/reproduction/results/reproduce-converged"
+DEFAULT_CURVES_OUT = "studies/reproduction/results/reproduce-curves"
+DEFAULT_QUICK_OUT = "studies/reproduction/results/reproduce-quick"
 OMNIGLOT_ZIP = REPO.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
 
 
@@ -64,9 +64,10 @@ def _methods(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``benchmarks/reproduce.py``."""
+    """The parser of ``python -m studies.reproduction``."""
     d = Recipe()
     p = argparse.ArgumentParser(
+        prog="python -m studies.reproduction",
         description="Reproduce the RKD paper's metric-learning claims on Omniglot-layout or folder data (resumable).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -186,7 +187,7 @@ def read_budgets(path: str | os.PathLike) -> dict[str, Any]:
     """The budgets of a finished curves directory (its budgets.json); SystemExit while they are not ready."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"no budgets file {path}: run the curves first (python benchmarks/reproduce.py --curves)")
+        raise SystemExit(f"no budgets file {path}: run the curves first (python -m studies.reproduction --curves)")
     budgets = json.loads(path.read_text())
     if not budgets.get("teacher_iterations") or not budgets.get("iterations"):
         raise SystemExit(f"{path} has no budgets yet: the curves have not finished")
