@@ -11,37 +11,36 @@ of the same recipe are skipped (resumable). One intra-op thread; ``--device cuda
 GPU (the device is not part of the recipe: a study may continue on another one; each record
 names its device).
 
-    python benchmarks/classify.py                  # the study (about an hour on one thread)
-    python benchmarks/classify.py --report-only    # table + curves from the records
-    python benchmarks/classify.py --quick --out /tmp/q   # a few seconds (smoke test)
+    python -m studies.classification                  # the study (about an hour on one thread)
+    python -m studies.classification --report-only    # table + curves from the records
+    python -m studies.classification --quick --out /tmp/q   # a few seconds (smoke test)
+
+This module trains and records the runs; :mod:`.report` makes the table and the curves,
+:mod:`.__main__` is the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import math
-import os
-import sys
-import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "benchmarks") not in sys.path:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduction.device import add_device_option, check_device  # noqa: E402
-DEFAULT_ZIP = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "classify"
-DEFAULT_PNG = ROOT / "docs" / "classification_curves.png"
+from rkd_pml.files.records import append_jsonl, read_jsonl
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_ZIP = HERE.parents[1].parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
+DEFAULT_OUT = HERE / "results"
+DEFAULT_PNG = HERE / "classification_curves.png"
+RECORDS = "records.jsonl"
 METHODS = ("ce", "kd", "fitnet", "rkd", "kd+rkd")
 LABELS = {"ce": "Cross-entropy", "kd": "+ logit KD", "fitnet": "+ FitNet (features)",
           "rkd": "+ RKD-DA", "kd+rkd": "+ KD + RKD-DA", "teacher": "Teacher"}
@@ -212,76 +211,14 @@ def run_key(method: str, seed: int) -> str:
 
 def read_records(out: Path, recipe_key: str | None = None) -> dict[str, dict]:
     """The last record of each run key (of one recipe, where given)."""
-    path = out / "records.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    records = [json.loads(line) for line in lines if line.strip()]
+    path = out / RECORDS
+    records = read_jsonl(path) if path.is_file() else []
     return {r["key"]: r for r in records if recipe_key is None or r["recipe"] == recipe_key}
 
 
 def append_record(out: Path, record: dict) -> None:
-    with open(out / "records.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def summarize(records: dict[str, dict], methods, seeds) -> list[dict]:
-    """One row per method: top-1 test accuracy mean and std (over seeds), selected epochs."""
-    rows = []
-    for method in ("teacher", *methods):
-        runs = [records[k] for k in ([run_key("teacher", 0)] if method == "teacher" else
-                                     [run_key(method, s) for s in seeds]) if k in records]
-        if runs:
-            acc = np.array([100 * r["test"] for r in runs])
-            val = np.array([[100 * c["val"] for c in r["curve"]] for r in runs])
-            rows.append({"method": method, "model": runs[0]["model"], "n": len(runs), "mean": acc.mean(),
-                         "std": acc.std(ddof=1) if len(runs) > 1 else 0.0,
-                         "epochs": [r["selected_epoch"] for r in runs],
-                         "of": runs[0]["epochs"], "last": np.mean([100 * r["last_test"] for r in runs]),
-                         "late_gain": val[:, -5:].mean() - val[:, -10:-5].mean() if val.shape[1] >= 10 else np.nan})
-    return rows
-
-
-def table(rows: list[dict]) -> str:
-    """Markdown; "late val gain": mean val top-1 of the last 5 epochs minus the 5 before (points)."""
-    lines = ["| Method | Model | Top-1 test (%) | Seeds | Selected epochs | Last-epoch top-1 (%) | Late val gain |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {LABELS[r['method']]} | {r['model']} | {r['mean']:.1f} +- {r['std']:.1f} | {r['n']} | "
-                     f"{', '.join(map(str, r['epochs']))} of {r['of']} | {r['last']:.1f} | {r['late_gain']:+.1f} |")
-    return "\n".join(lines)
-
-
-def plot(records: dict[str, dict], methods, seeds, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    teacher = records.get(run_key("teacher", 0))
-    for split, style in (("val", "-"), ("test", "--")) if teacher else ():
-        ep, acc = zip(*[(c["epoch"], 100 * c[split]) for c in teacher["curve"]])
-        axes[0].plot(ep, acc, style, label=split)
-        axes[0].set_title(f"Teacher {teacher['model']} (grey: epoch chosen on val)")
-        axes[0].axvline(teacher["selected_epoch"], color="grey", lw=0.8)
-    finals = [100.0]
-    for method in methods:
-        runs = [records[run_key(method, s)] for s in seeds if run_key(method, s) in records]
-        if runs:
-            val = np.array([[100 * c["val"] for c in r["curve"]] for r in runs])
-            ep = np.arange(1, val.shape[1] + 1)
-            line, = axes[1].plot(ep, val.mean(0), label=LABELS[method])
-            axes[1].fill_between(ep, val.min(0), val.max(0), color=line.get_color(), alpha=0.15)
-            finals.append(val.mean(0)[-1])
-    axes[1].set_ylim(max(0.0, min(finals) - 15), min(100.0, max(finals[1:] or finals) + 4))
-    axes[1].set_title("Students: validation top-1 (mean, min-max over seeds)")
-    for ax in axes:
-        ax.set(xlabel="epoch", ylabel="top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    """Append ``record`` to the study's records, flushed to disk."""
+    append_jsonl(out / RECORDS, record, what="the study's records")
 
 
 def run_study(todo, recipe: Recipe, zip_path: Path, out: Path, teacher_file: Path, log, device: str = "cpu") -> None:
@@ -311,56 +248,3 @@ def run_study(todo, recipe: Recipe, zip_path: Path, out: Path, teacher_file: Pat
         log(f"[{i:2d}/{len(todo)}] {record['key']}: test {100 * record['test']:.1f}% at epoch "
             f"{record['selected_epoch']} ({record['wall_s']:.0f} s; study {time.perf_counter() - started:.0f} s, "
             f"ETA {eta / 60:.0f} min)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--zip", type=Path, default=Path(os.environ.get("RKD_PML_OMNIGLOT", DEFAULT_ZIP)))
-    p.add_argument("--out", type=Path, default=None, help=f"records folder (default {DEFAULT_OUT})")
-    p.add_argument("--cache", type=Path, default=None, help="teacher weights (default ~/.cache/rkd_pml/classify)")
-    p.add_argument("--png", type=Path, default=None, help=f"curves (default {DEFAULT_PNG})")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--student-epochs", type=int)
-    p.add_argument("--teacher-epochs", type=int)
-    p.add_argument("--quick", action="store_true", help="a tiny recipe (seconds), for smoke tests")
-    p.add_argument("--report-only", action="store_true")
-    add_device_option(p)
-    args = p.parse_args(argv)
-    if not args.report_only:  # before any folder is created
-        args.device = check_device(args.device)
-    torch.set_num_threads(1)
-    overrides = {"student_epochs": args.student_epochs, "teacher_epochs": args.teacher_epochs}
-    recipe = replace(QUICK if args.quick else Recipe(), **{k: v for k, v in overrides.items() if v is not None})
-    out = args.out or (Path(tempfile.mkdtemp(prefix="classify-quick-")) if args.quick else DEFAULT_OUT)
-    cache = args.cache or (out / "cache" if args.quick else Path.home() / ".cache" / "rkd_pml" / "classify")
-    png = args.png or (out / "curves.png" if args.quick else DEFAULT_PNG)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    methods = [m for m in args.methods.split(",") if m]
-    if set(methods) - set(METHODS):
-        p.error(f"unknown --methods {sorted(set(methods) - set(METHODS))}; choose from {METHODS}")
-    out.mkdir(parents=True, exist_ok=True)
-    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
-    done = read_records(out, recipe.key())
-    plan = [("teacher", 0)] + [(m, s) for s in seeds for m in methods]
-    todo = [(m, s) for m, s in plan if run_key(m, s) not in done]
-    teacher_file = cache / f"teacher-{recipe.key()}.pt"
-    if run_key("teacher", 0) in done and not teacher_file.is_file() and any(m != "ce" for m, _ in todo):
-        log(f"teacher weights {teacher_file} missing: training the teacher again")
-        todo.insert(0, ("teacher", 0))
-    log(f"recipe {recipe.key()} -> {out}: {len(plan) - len(todo)} of {len(plan)} runs recorded, {len(todo)} to go")
-    if not args.report_only and todo:
-        if not args.zip.is_file():
-            p.error(f"Omniglot archive not found: {args.zip} (set --zip or RKD_PML_OMNIGLOT)")
-        run_study(todo, recipe, args.zip, out, teacher_file, log, args.device)
-    records = read_records(out, recipe.key())
-    text = table(summarize(records, methods, seeds))
-    (out / "table.md").write_text(text + "\n")
-    plot(records, methods, seeds, png)
-    print(text)
-    print(f"total training wall time {sum(r['wall_s'] for r in records.values()) / 60:.1f} min; curves: {png}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Does speed cost quality? The README's Omniglot distillation at fp32, at bf16 + channels-last,
 and from a teacher cache (K = 8 views, bf16 + channels-last student), 3 seeds each.
 
-    python benchmarks/speed_quality.py --root ../shared/data/omniglot/images_background_small1.zip \
-        --out benchmarks/results/speed_quality
+    python -m studies.speed_quality --root ../shared/data/omniglot/images_background_small1.zip \
+        --out studies/speed_quality/results
 
 Each finished run is appended to ``records.jsonl`` in ``--out`` and skipped when the script runs
 again (resumable); the summary (Recall@1 mean +- std per setting, validation-selected) is printed
@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-from reproduction.device import add_device_option, check_device, used_device  # noqa: E402
+from rkd_pml.files.records import append_jsonl, latest_by_key
+
+from ..device import add_device_option, check_device, used_device
 
 COMMON = dict(epochs=5, iterations_per_epoch=20, batch_size=64, lr=1e-3, lr_milestones=(4,), progress=False)
 SETTINGS = {
@@ -35,22 +33,21 @@ SETTINGS = {
 
 
 def _records(out: Path) -> dict[str, dict]:
-    path = out / "records.jsonl"
-    return {r["key"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
+    """The last record of each run key."""
+    return latest_by_key(out / "records.jsonl")
 
 
 def _append(out: Path, record: dict) -> None:
-    with open(out / "records.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(out / "records.jsonl", record, what="the study's records")
 
 
 def main(argv: list[str] | None = None) -> int:
     from rkd_pml.training import distill, train_teacher
     from rkd_pml.training.cache_job import TeacherCacheConfig, build_cache
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.speed_quality", description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="the Omniglot zip or folder")
-    parser.add_argument("--out", default="benchmarks/results/speed_quality")
+    parser.add_argument("--out", default="studies/speed_quality/results")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)

@@ -1,27 +1,25 @@
-"""Smoke test of the classification study (benchmarks/classify.py --quick) on the shared Omniglot
+"""Smoke test of the classification study (``python -m studies.classification --quick``) on the shared Omniglot
 archive (skipped where it is absent): records, report, resuming, and the data split."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def classify():
-    path = ROOT / "benchmarks" / "classify.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_classify", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The study's command line (``main``) and its code (recipe, methods, labels, data)."""
+    from studies.classification import __main__ as cli
+    from studies.classification import study
+
+    return SimpleNamespace(main=cli.main, METHODS=study.METHODS, QUICK=study.QUICK, LABELS=study.LABELS,
+                           load_splits=study.load_splits)
 
 
 def _records(out: Path) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Smoke test of the few-shot study (benchmarks/fewshot.py --quick) on the shared Omniglot archive.
+"""Smoke test of the few-shot study (``python -m studies.fewshot --quick``) on the shared Omniglot archive.
 
 Checks the records (one per run, test cells for every setting, the checkpoint chosen on the
 validation split), the rendered report and figure, and that the same command again trains
@@ -7,24 +7,22 @@ nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def fewshot():
-    path = ROOT / "benchmarks" / "fewshot.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_fewshot", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The study's command line (``main``) and its code (recipe, study directory)."""
+    from studies.fewshot import __main__ as cli
+    from studies.fewshot import study
+
+    return SimpleNamespace(main=cli.main, Recipe=study.Recipe, QUICK=study.QUICK, open_study=study.open_study,
+                           save_study=study.save_study)
 
 
 def _records(out: Path) -> list[dict]:

@@ -7,18 +7,12 @@ the per-seed differences, "within noise" when |mean| <= std.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-from reproduction.claims import claims  # noqa: E402
-from reproduction.recipe import Recipe  # noqa: E402
-from reproduction.stats import Index  # noqa: E402
+from studies.reproduction.claims import claims
+from studies.reproduction.recipe import Recipe
+from studies.reproduction.stats import Index
 
 
 def _rec(method: str, l2: bool | None, dim: int, seed: int, r1: float) -> dict:

@@ -1,4 +1,4 @@
-"""Smoke tests of the reproduction study (benchmarks/reproduce.py, report.py and their package benchmarks/reproduction) at tiny size.
+"""Smoke tests of the reproduction study (``python -m studies.reproduction``, its report and the package ``studies.reproduction``) at tiny size.
 
 The studies run on a tiny Omniglot-layout zip written by the test (16 characters of 6 drawings,
 16 px) with a few iterations, one seed and one embedding size; the tests check the records, the
@@ -8,10 +8,9 @@ the curves' budget rule, and that starting the same command again trains nothing
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
@@ -23,13 +22,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 
 
+RESULTS = ROOT / "studies" / "reproduction" / "results"
+
+
 def _load(name: str):
-    path = ROOT / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``reproduce``: the study's entry module; ``report``: its report's."""
+    return importlib.import_module({"reproduce": "studies.reproduction.__main__",
+                                    "report": "studies.reproduction.report"}[name])
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +51,12 @@ def tiny_zip(tmp_path_factory) -> Path:
                     Image.fromarray((~img).astype(np.uint8) * 255).convert("1").save(buf, format="PNG")
                     z.writestr(f"tiny_background/Alphabet_{a}/character{c + 1:02d}/{a}{c}_{d:02d}.png", buf.getvalue())
     return path
+
+
+def _pages() -> dict[Path, int]:
+    """The modification times of the pages in docs/ and of the study's own pages."""
+    pages = [*(ROOT / "docs").glob("*"), *(ROOT / "studies" / "reproduction").glob("*.*")]
+    return {p: p.stat().st_mtime_ns for p in pages if p.is_file()}
 
 
 def _records(out: Path) -> list[dict]:
@@ -139,7 +144,7 @@ def test_study_records_report_and_resume(reproduce, tiny_zip, tmp_path, capsys):
 @pytest.mark.timeout(120)
 def test_quick_report_names_only_what_ran(reproduce, tiny_zip, tmp_path, capsys):
     out = tmp_path / "quick"
-    docs_before = {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*") if p.is_file()}
+    docs_before = _pages()
     argv = ["--quick", "--root", str(tiny_zip), "--image-size", "16", "--out", str(out),
             "--methods", "triplet,rkd-da-fitnet", "--l2", "off", "--render-every", "0"]
     assert reproduce.main(argv) == 0
@@ -148,10 +153,10 @@ def test_quick_report_names_only_what_ran(reproduce, tiny_zip, tmp_path, capsys)
     assert set(records) == {"teacher-s0", "triplet-nol2-d16-s0", "rkd-da-fitnet-nol2-d16-s0"}
     for r in records.values():
         assert {"kind", "method", "iterations", "curve", "selected", "best_on_test", "last"} <= set(r)
-    # the report goes into the study directory unless --docs says otherwise; docs/ is untouched
+    # the report goes into the study directory unless --docs says otherwise; the pages are untouched
     text = (out / "RESULTS.md").read_text()
     assert (out / "results_recall_vs_dim.png").is_file()
-    assert {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*") if p.is_file()} == docs_before
+    assert _pages() == docs_before
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert any(line.startswith("| RKD-DA + FitNet | no |") for line in rows)
     assert any(line.startswith("| Triplet (no teacher) | no |") for line in rows)
@@ -245,7 +250,7 @@ def test_schedules_self_distillation_and_combined_losses(reproduce, tmp_path):
 
 
 def test_plateau_rule_and_budgets(reproduce, tmp_path):
-    from reproduction import curves as study_plan
+    from studies.reproduction import curves as study_plan
 
     its = list(range(100, 4100, 100))
     rising = [[i, min(0.9, 0.5 + 0.4 * i / 1500), 0.5] for i in its]  # flat from 1500 on
@@ -286,7 +291,7 @@ def test_plateau_rule_and_budgets(reproduce, tmp_path):
 
 def test_the_first_studys_report_still_renders(tmp_path):
     report = _load("report")
-    study = ROOT / "benchmarks" / "results" / "reproduce"
+    study = RESULTS / "reproduce"
     if not (study / "records.jsonl").is_file():
         pytest.skip("the first study's records are not in this checkout")
     md = report.render_report(study, tmp_path / "RESULTS.md", tmp_path / "fig.png")
@@ -296,21 +301,49 @@ def test_the_first_studys_report_still_renders(tmp_path):
     assert not (study / "RESULTS.md").exists()
 
 
+def _hold_study(out: str, locked, release) -> None:
+    from studies.reproduction.study_dir import lock_study
+
+    with lock_study(Path(out)):
+        locked.set()
+        release.wait(60)
+
+
 def test_a_second_command_in_a_busy_study_directory_is_refused(reproduce, tiny_zip, tmp_path):
-    from reproduction.study_dir import lock_study
+    import multiprocessing
+
+    from rkd_pml.files.lock import LOCK_NAME
 
     out = tmp_path / "study"
     argv = ["--quick", "--root", str(tiny_zip), "--image-size", "16", "--out", str(out), "--seeds", "0",
             "--sizes", "8", "--methods", "triplet", "--iterations", "2", "--eval-every", "2",
             "--teacher-iterations", "2", "--teacher-eval-every", "2", "--batch-size", "16", "--workers", "1",
             "--render-every", "0"]
-    with lock_study(out):
-        with pytest.raises(SystemExit, match="in use by another study command .pid"):
+    ctx = multiprocessing.get_context("fork")
+    locked, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_study, args=(str(out), locked, release))
+    holder.start()
+    try:
+        assert locked.wait(30)
+        with pytest.raises(SystemExit, match=rf"in use by another study command \(process {holder.pid} "):
             reproduce.main(argv)
-    assert not (out / "runs").exists()  # refused before any training
+        assert not (out / "runs").exists()  # refused before any training
+    finally:
+        release.set()
+        holder.join(30)
     assert reproduce.main(argv) == 0  # the lock is gone with its holder
     assert (out / "records.jsonl").is_file()
-    assert "study.lock" in (out / ".gitignore").read_text().split()
+    assert LOCK_NAME in (out / ".gitignore").read_text().split()
+
+
+def test_importing_the_studies_registers_no_loss():
+    import subprocess
+    import sys
+
+    code = ("from rkd_pml.losses.registry import DISTILLATION_LOSSES as L; before = dict(L); "
+            "import studies.reproduction.__main__, studies.reproduction.report, studies.classification.__main__, "
+            "studies.fewshot.__main__, studies.speed_quality.__main__; assert L == before, set(L) ^ set(before)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_list_without_dry_run_is_refused(reproduce, tmp_path, capsys):
@@ -337,7 +370,7 @@ def test_sigterm_stops_the_workers_too(tmp_path):
     import multiprocessing
     import time
 
-    from reproduction.scheduler import _stop_workers_and_exit
+    from studies.reproduction.scheduler import _stop_workers_and_exit
 
     flag = tmp_path / "flag"
     child = multiprocessing.get_context("fork").Process(target=_sleep_until_terminated, args=(str(flag),))
@@ -353,9 +386,9 @@ def test_sigterm_stops_the_workers_too(tmp_path):
 
 
 def test_a_continued_study_keeps_why_and_how_long_its_grid_was_chosen(reproduce):
-    from reproduction.cli import build_parser
-    from reproduction.cost import CostModel
-    from reproduction.selection import choose_grid, command_narrowing
+    from studies.reproduction.cli import build_parser
+    from studies.reproduction.cost import CostModel
+    from studies.reproduction.selection import choose_grid, command_narrowing
 
     recipe = reproduce.Recipe()
     args = build_parser().parse_args(["--sizes", "64"])
@@ -371,12 +404,14 @@ def test_a_continued_study_keeps_why_and_how_long_its_grid_was_chosen(reproduce)
     assert third["reason"].count("started with") == 1
     assert command_narrowing("python benchmarks/reproduce.py --fast --sizes 64 --workers 2") == "--sizes 64"
     assert command_narrowing("python benchmarks/reproduce.py --fast") is None
+    assert command_narrowing("python -m studies.reproduction --fast --sizes 64 --workers 2") == "--sizes 64"
+    assert command_narrowing("python -m studies.reproduction --fast") is None
 
 
 def test_the_first_study_is_the_learning_speed_table(tmp_path):
     report = _load("report")
-    first = ROOT / "benchmarks" / "results" / "reproduce"
-    converged = ROOT / "benchmarks" / "results" / "reproduce-converged"
+    first = RESULTS / "reproduce"
+    converged = RESULTS / "reproduce-converged"
     if not (first / "records.jsonl").is_file() or not (converged / "records.jsonl").is_file():
         pytest.skip("the studies' records are not in this checkout")
     md = report.render_report(converged, tmp_path / "RESULTS.md", tmp_path / "fig.png", learning_speed=first)
@@ -384,6 +419,6 @@ def test_the_first_study_is_the_learning_speed_table(tmp_path):
     section = text[text.index("## Learning speed: every student at 120 iterations"):text.index("## Caveats")]
     assert "from one teacher (seed 0) shared by every seed trained 800 iterations" in section
     assert "| FitNet | no | **57.5 ± 1.8** | **61.4 ± 4.2** |" in section  # the first study's val-selected figures
-    assert "--learning-speed benchmarks/results/reproduce`" in text
+    assert "--learning-speed studies/reproduction/results/reproduce`" in text
     with pytest.raises(SystemExit, match="--learning-speed"):
         report.render_report(converged, tmp_path / "R.md", tmp_path / "f.png", learning_speed=tmp_path / "none")

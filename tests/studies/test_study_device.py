@@ -1,4 +1,5 @@
-"""``--device`` of the studies (benchmarks/reproduce.py, classify.py, fewshot.py, speed_quality.py).
+"""``--device`` of the studies (``python -m studies.reproduction``, ``studies.classification``,
+``studies.fewshot``, ``studies.speed_quality``).
 
 A device that is not on the machine is refused in one line naming ``--device`` before any folder
 is created; the device reaches every run's training config and is no part of the recipe.
@@ -6,22 +7,18 @@ is created; the device reaches every run's training config and is no part of the
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The entry module of a study (what ``python -m studies.<package>`` runs)."""
+    package = {"reproduce": "reproduction", "classify": "classification"}.get(name, name)
+    return importlib.import_module(f"studies.{package}.__main__")
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +67,7 @@ def test_the_device_reaches_every_runs_training_config_not_the_recipe(scripts, t
 
 
 def test_threads_per_worker_default_by_device():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from reproduction.device import check_device, default_threads
+    from studies.device import check_device, default_threads
 
     cores = __import__("os").cpu_count() or 1
     assert default_threads("cpu", 4) == 1  # CPU runs share the cores, one thread each
@@ -82,8 +78,7 @@ def test_threads_per_worker_default_by_device():
 
 
 def test_the_report_says_where_the_runs_trained():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from reproduction.device import device_counts
+    from studies.device import device_counts
 
     records = [{"key": "a", "device": "cuda:0", "earlier_device": "cpu"}, {"key": "b", "device": "cuda:0"},
                {"key": "c", "device": "cpu"}, {"key": "d"}]  # "d": recorded before --device, on the CPU
