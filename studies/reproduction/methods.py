@@ -2,8 +2,8 @@
 
 Triplet (no teacher), FitNet, DarkRank, RKD-D, RKD-A, RKD-DA, RKD-DA + triplet (the student's
 triplet loss added to RKD-DA) and RKD-DA + FitNet (the library's distillation loss ``rkd-fitnet``);
-self-distillation (student = the teacher's architecture and width, RKD-DA, no L2). Every other distillation loss of the package's registry is a method too,
-by its registry name.
+self-distillation (student = the teacher's architecture and width, RKD-DA, no L2). Every other
+distillation loss of the package's registry is a method too, by its registry name.
 """
 
 from __future__ import annotations
