@@ -36,6 +36,31 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script(path)``: the Python file at ``path`` (a benchmark script, a worker) run as a
+    module of its own, ``script_<stem>`` in ``sys.modules`` (so its dataclasses and pickles
+    resolve), loaded once per session."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    def load(path: "str | os.PathLike") -> types.ModuleType:
+        path = Path(path).resolve()
+        name = f"script_{path.stem}"
+        module = sys.modules.get(name)
+        if module is not None and Path(module.__file__).resolve() == path:
+            return module
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture
 def omniglot_zip() -> str:
     """Path of the shared Omniglot archive; tests that need it skip where it is absent."""

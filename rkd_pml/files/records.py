@@ -68,11 +68,13 @@ def _json_kind(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_jsonl(path: str | os.PathLike, *, skip_damaged: bool = False) -> list[dict[str, Any]]:
     """The records (JSON objects, one a line) of a JSON Lines file; blank lines are skipped.
 
     A last line without its newline that does not parse (a write cut by a crash) is dropped.
-    Any other line that is not a JSON object raises ValueError naming the file and the line.
+    Any other line that is not a JSON object raises ValueError naming the file and the line,
+    or, with ``skip_damaged``, is skipped too (files whose writers ended a cut line with a
+    newline before appending the next record).
     """
     path = Path(path)
     data = path.read_bytes()
@@ -85,21 +87,35 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         try:
             record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            if cut:
-                break
+            if cut or skip_damaged:
+                continue
             raise ValueError(
                 f"{path}, line {number}: not a JSON record ({one_line(exc)}); the file is damaged: "
                 "repair or delete that line"
             ) from None
         if not isinstance(record, dict):
-            if cut:
-                break
+            if cut or skip_damaged:
+                continue
             raise ValueError(
                 f"{path}, line {number}: expected a JSON object, got a JSON {_json_kind(record)}; "
                 "the file is damaged: repair or delete that line"
             )
         records.append(record)
     return records
+
+
+def latest_by_key(path: str | os.PathLike, key: str = "key", *,
+                  skip_damaged: bool = False) -> dict[str, dict[str, Any]]:
+    """The last record of each value of ``record[key]`` in the JSON Lines file ``path``, in the
+    order the values first appear; ``{}`` when the file does not exist. Records without ``key``
+    are left out; lines are read as :func:`read_jsonl` reads them."""
+    if not Path(path).is_file():
+        return {}
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(path, skip_damaged=skip_damaged):
+        if key in record:
+            latest[record[key]] = record
+    return latest
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any], *, what: str = "") -> None:

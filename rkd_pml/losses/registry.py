@@ -24,6 +24,7 @@ from .fitnet import FitNetEmbeddingLoss
 from .pkt import PKTLoss
 from .relaxed_contrastive import RelaxedContrastiveLoss
 from .rkd import RKDLoss
+from .rkd_fitnet import RKDFitNetLoss
 from .similarity_preserving import SimilarityPreservingLoss
 
 #: factory(config, student_dim, teacher_dim) -> loss
@@ -81,6 +82,11 @@ register_distillation_loss(
 )
 register_distillation_loss(
     "fitnet", lambda cfg, s, t: FitNetEmbeddingLoss(s, t), "FitNet: learned linear map to the teacher's width + MSE"
+)
+register_distillation_loss(
+    "rkd-fitnet",
+    lambda cfg, s, t: RKDFitNetLoss(s, t, cfg.distance_weight, cfg.angle_weight, 1.0),
+    "RKD-DA + FitNet: distance_weight x RKD-D + angle_weight x RKD-A + FitNet (map to the teacher's width, MSE)",
 )
 register_distillation_loss(
     "pkt", lambda cfg, s, t: PKTLoss(), "PKT (Passalis and Tefas 2018): KL between cosine-similarity distributions"

@@ -3,9 +3,7 @@ refusal of a device that is not there, and bench_pipeline's two runs of the dist
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,18 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench_script(load_script):
+    """``bench_script(name)``: the module of ``benchmarks/<name>.py``."""
+    return lambda name: load_script(ROOT / "benchmarks" / f"{name}.py")
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_bench_losses_times_and_measures_on_the_device(tmp_path, device):
+def test_bench_losses_times_and_measures_on_the_device(bench_script, tmp_path, device):
     out = tmp_path / "losses.json"
-    assert _load("bench_losses").main(["--n", "16", "--dt", "32", "--ds", "8", "--impls", "rkd_eager,official",
+    assert bench_script("bench_losses").main(["--n", "16", "--dt", "32", "--ds", "8", "--impls", "rkd_eager,official",
                                         "--repeats", "2", "--min-seconds", "0", "--threads", "1",
                                         "--device", device, "--out", str(out)]) == 0  # fmt: skip
     report = json.loads(out.read_text())
@@ -42,9 +38,9 @@ def test_bench_losses_times_and_measures_on_the_device(tmp_path, device):
 
 
 @pytest.mark.cuda
-def test_bench_step_quick_on_cuda(tmp_path):
+def test_bench_step_quick_on_cuda(bench_script, tmp_path):
     out = tmp_path / "step.json"
-    assert _load("bench_step").main(["--quick", "--steps", "1", "--warmup", "1", "--device", "cuda", "--json", str(out)]) == 0
+    assert bench_script("bench_step").main(["--quick", "--steps", "1", "--warmup", "1", "--device", "cuda", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["machine"]["gpu"] and [r["name"] for r in report["results"]] == ["fp32", "bf16_channels_last", "teacher_cache"]
     for r in report["results"]:
@@ -53,20 +49,20 @@ def test_bench_step_quick_on_cuda(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["bench_losses", "bench_step", "bench_pipeline"])
-def test_a_device_that_is_not_there_is_one_clear_error(script, capsys, monkeypatch):
+def test_a_device_that_is_not_there_is_one_clear_error(bench_script, script, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = ["--device", "cuda"] if script != "bench_losses" else ["--device", "cuda", "--n", "8", "--dt", "8"]
     with pytest.raises(SystemExit) as exc:
-        module = _load(script)
+        module = bench_script(script)
         (module.parse_args if hasattr(module, "parse_args") else module.main)(argv)
     assert exc.value.code == 2
     assert "--device cuda: no CUDA GPU is available" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_bench_pipeline_runs_distill_on_real_and_synthetic_batches(tmp_path, device, capsys):
+def test_bench_pipeline_runs_distill_on_real_and_synthetic_batches(bench_script, tmp_path, device, capsys):
     out = tmp_path / "pipeline.json"
-    bench = _load("bench_pipeline")
+    bench = bench_script("bench_pipeline")
     assert bench.main(["--quick", "--steps", "2", "--epochs", "1", "--threads", "1", "--device", device,
                        "--json", str(out)]) == 0  # fmt: skip
     report = json.loads(out.read_text())
@@ -80,8 +76,8 @@ def test_bench_pipeline_runs_distill_on_real_and_synthetic_batches(tmp_path, dev
     assert "real / synthetic images/s" in capsys.readouterr().out
 
 
-def test_synthetic_loader_serves_the_samplers_batches_on_the_device():
-    bench = _load("bench_pipeline")
+def test_synthetic_loader_serves_the_samplers_batches_on_the_device(bench_script):
+    bench = bench_script("bench_pipeline")
 
     class Items:  # one real-looking item: (C, H, W) image and a label
         def __getitem__(self, key):

@@ -1,16 +1,13 @@
 """bench_input.py runs end to end on digits and writes the promised JSON."""
 
-import importlib.util
 import json
 import os
 
 BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "bench_input.py")
 
 
-def test_bench_input_quick(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_input", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_input_quick(load_script, tmp_path):
+    bench = load_script(BENCH)
     out = tmp_path / "bench.json"
     bench.main(["--quick", "--json", str(out)])
     data = json.loads(out.read_text())

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("benchmarks_bench_step", ROOT / "benchmarks" / "bench_step.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_run_writes_every_configuration(tmp_path, capsys):
-    bench = _load()
+def test_quick_run_writes_every_configuration(load_script, tmp_path, capsys):
+    bench = load_script(ROOT / "benchmarks" / "bench_step.py")
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--steps", "1", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())

@@ -9,7 +9,6 @@ of the whole batch, and one SGD step of the DDP student gives the single-process
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -30,20 +29,14 @@ from rkd_pml.distributed import (
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_launch import run_ranks  # noqa: E402
+from ddp_rkd_equivalence_worker import case_names  # noqa: E402
 
 WORKER_PATH = Path(__file__).with_name("ddp_rkd_equivalence_worker.py")
 WORLD_SIZE = 2
 RUN_TIMEOUT_S = 150  # the whole two-process run; each collective also times out after 60 s
 
 
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("ddp_rkd_equivalence_worker", WORKER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CASES = _load_worker().case_names()
+CASES = case_names()
 MINED_CASES = [c for c in CASES if not c.endswith("-all")]
 
 
