@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .training.settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, bound_error, check_bounds, check_value, choices_of, field_types
+from .settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, bound_error, check_bounds, check_value, choices_of, field_types
 
 
 def _int(text: str) -> int:
@@ -105,7 +105,7 @@ def _shown(value: Any) -> str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One flag per setting of ``cls`` that the CLI has (see :func:`rkd_pml.training.settings.setting`).
+    """One flag per setting of ``cls`` that the CLI has (see :func:`rkd_pml.settings.setting`).
 
     Defaults are not put in the namespace (``argparse.SUPPRESS``): only the flags given reach
     it, so they override a config file or a saved run. ``--help`` shows each default once.
@@ -210,7 +210,7 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
         config = cls()
     if given.get("resume"):
         from .training.config import config_from_dict
-        from .training.run_dir import RunDir
+        from .runs import RunDir
 
         out = Path(given.get("out") or config.out or resume_dir or f"runs/{cls.job.split('-')[-1]}")
         run = RunDir(out)

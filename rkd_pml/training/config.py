@@ -1,5 +1,5 @@
 """One dataclass per job, the single source of truth of every setting: default, type, choices,
-help text and command-line flag (see :mod:`.settings`); the RKD paper's recipe by default.
+help text and command-line flag (see :mod:`rkd_pml.settings`); the RKD paper's recipe by default.
 
 * teacher: ResNet-50 + Linear(512) + L2, triplet loss (margin 0.2) on distance-weighted
   triplets, Adam lr 1e-5 / weight decay 1e-5, 40 epochs x 100 iterations, lr x0.5 at
@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import check_bounds, from_mapping, redefault, runtime_fields, setting, to_mapping
+from ..settings import check_bounds, from_mapping, redefault, runtime_fields, setting, to_mapping
 
 
 def _datasets() -> list[str]:
@@ -166,7 +166,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config", complete: bool = False):
-        """Inverse of :meth:`to_dict`, with every value type-checked (see :func:`.settings.from_mapping`)."""
+        """Inverse of :meth:`to_dict`, with every value type-checked (see :func:`rkd_pml.settings.from_mapping`)."""
         return from_mapping(cls, data, source, complete)
 
     def replace(self, **changes):

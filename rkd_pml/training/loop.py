@@ -41,9 +41,9 @@ from ..distributed import session as dist
 from ..distributed.objective import DistributedObjective
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import TrainConfig
-from .logs import EpochLog, log
+from ..runs.logs import EpochLog, log
 from .objective import Objective
-from .run_dir import RunDir, is_main_process
+from ..runs import RunDir, is_main_process
 from .signals import TrainingInterrupted, clear_stop, stop_requested
 from .speed import autocast, gradients_are_finite, make_scaler, prepare_forward, to_input
 

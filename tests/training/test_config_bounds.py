@@ -9,7 +9,7 @@ from rkd_pml.data.batches import choose_m_per_class
 from rkd_pml.training import config as config_module
 from rkd_pml.training.cache_job import TeacherCacheConfig
 from rkd_pml.training.config import DistillConfig, TeacherConfig
-from rkd_pml.training.settings import check_bounds, check_value
+from rkd_pml.settings import check_bounds, check_value
 
 
 @pytest.mark.parametrize("changes, named", [
