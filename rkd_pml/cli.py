@@ -303,7 +303,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ValueError, OSError, FloatingPointError, *_loaded_error_classes()) as exc:
         # FileNotFoundError, FileExistsError and timm's weight errors are OSErrors
         cls = _settings_class(args.command) if args.command in (*JOBS, "teacher-cache") else None
-        names = [f for f in getattr(cls, "__dataclass_fields__", {})]
+        names = [*getattr(cls, "__dataclass_fields__", {}), *(cls.option_settings() if hasattr(cls, "option_settings") else ())]
         parser.exit(2, f"{PROG}: error: {_one_line(exc, names)}\n")
     finally:
         warnings.showwarning = previous
