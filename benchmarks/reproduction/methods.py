@@ -45,12 +45,14 @@ COMBINED_FITNET_LOSS = "rkd-fitnet"
 def register_losses() -> None:
     """Register ``rkd-fitnet`` (idempotent; every process that builds or resumes such a run calls it)."""
     from rkd_pml.losses.registry import DISTILLATION_LOSSES, register_distillation_loss
+    from rkd_pml.losses.rkd import RKDOptions
 
     if COMBINED_FITNET_LOSS not in DISTILLATION_LOSSES:
         register_distillation_loss(
             COMBINED_FITNET_LOSS,
             lambda cfg, s, t: RKDFitNetLoss(s, t, cfg.distance_weight, cfg.angle_weight, 1.0),
             "RKD-DA + FitNet: distance_weight x RKD-D + angle_weight x RKD-A + FitNet (map to the teacher's width, MSE)",
+            RKDOptions,
         )
 
 

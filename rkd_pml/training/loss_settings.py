@@ -45,6 +45,7 @@ def fold_loss_options(data: Any, source: str, complete: bool, setting_names: Map
 
     declared = option_settings()
     top = {k: v for k, v in data.items() if k in declared and k not in setting_names}
+    rest = {k: v for k, v in data.items() if k not in top}
     nested = data.get(LOSS_OPTIONS)
     if nested is not None and not isinstance(nested, dict):
         raise ValueError(f"{source}: {LOSS_OPTIONS} must be an object of named values, got {nested!r}")
@@ -64,7 +65,7 @@ def fold_loss_options(data: Any, source: str, complete: bool, setting_names: Map
         if missing:
             raise ValueError(f"{source}: lacks the setting {missing[0]!r} of the loss {loss!r} "
                              "(it was written by another version?)")
-    return {**{k: v for k, v in data.items() if k not in top}, LOSS_OPTIONS: merged}
+    return {**rest, LOSS_OPTIONS: merged}
 
 
 def check_loss_options(loss: Any, given: Mapping[str, Any]) -> dict[str, Any]:
