@@ -47,16 +47,25 @@ class LazyParser(argparse.ArgumentParser):
     that the commands' flags come from (torch, timm, PML)."""
 
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    #: arguments added only for a flag the parser does not know yet, or its help (the losses' options)
+    add_late_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
-    def complete(self) -> "LazyParser":
-        """This parser with its arguments added."""
+    def complete(self, args: Sequence[str] | None = None, late: bool = True) -> "LazyParser":
+        """This parser with its arguments added (the late ones too when ``late`` or when ``args``
+        hold a flag it does not know)."""
         add, self.add_arguments = self.add_arguments, None
         if add is not None:
+            add(self)
+        known = tuple(self._option_string_actions)
+        unknown = any(a.startswith("--") and not any(k.startswith(a.split("=")[0]) for k in known) for a in args or ())
+        if self.add_late_arguments is not None and (late or unknown):
+            add, self.add_late_arguments = self.add_late_arguments, None
             add(self)
         return self
 
     def parse_known_args(self, args=None, namespace=None):
-        return super(LazyParser, self.complete()).parse_known_args(args, namespace)
+        args = list(args) if args is not None else None
+        return super(LazyParser, self.complete(args, late=False)).parse_known_args(args, namespace)
 
     def format_help(self) -> str:
         return super(LazyParser, self.complete()).format_help()
@@ -117,14 +126,20 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
     for f in dataclasses.fields(cls):
         if f.metadata.get(CLI, True) and f.name not in skip:
             _add_setting(group, f, hints[f.name], flag_of(cls, f), f.name)
-    options = getattr(cls, "option_settings", None)
-    if options is not None:
-        group = parser.add_argument_group("options of the distillation losses (declared by each loss; a config "
-                                          f"file takes them as keys or in {cls.options_field})")
-        for name, (f, tp, losses) in options().items():
-            _add_setting(group, f, tp, ["--" + name.replace("_", "-")], f"{cls.options_field}.{name}", f" (--loss {losses})")
+    if hasattr(cls, "option_settings"):  # they come from the losses' registry (torch): only when a flag needs them
+        if isinstance(parser, LazyParser):
+            parser.add_late_arguments = lambda p: _add_option_flags(p, cls)
+        else:
+            _add_option_flags(parser, cls)
     for old, new in getattr(cls, "moved_flags", {}).items():
         parser.add_argument(old, action=_Moved, nargs="?", help=argparse.SUPPRESS, new=new, job=cls.job)
+
+
+def _add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    group = parser.add_argument_group("options of the distillation losses (declared by each loss; a config file "
+                                      f"takes them as keys or in {cls.options_field})")
+    for name, (f, tp, losses) in cls.option_settings().items():
+        _add_setting(group, f, tp, ["--" + name.replace("_", "-")], f"{cls.options_field}.{name}", f" (--loss {losses})")
 
 
 def _add_setting(group: Any, f: dataclasses.Field, hint: Any, flags: list[str], dest: str, note: str = "") -> None:

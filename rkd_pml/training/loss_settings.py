@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from ..settings import RECORDED
+
 #: the setting that holds the loss's options
 LOSS_OPTIONS = "loss_options"
 #: the options an older config.json recorded at its top level, every one for every run
@@ -39,8 +41,8 @@ def fold_loss_options(data: Any, source: str, complete: bool, setting_names: Map
     no ``loss_options``) only those of the run's loss are kept: the others never applied to it.
     ValueError naming ``source`` if an option is given twice, or, with ``complete`` (a saved run),
     if the run's loss lacks one of its options."""
-    if not isinstance(data, dict):
-        return data
+    if not isinstance(data, dict) or (not complete and LOSS_OPTIONS not in data and set(data) <= set(setting_names) | RECORDED):
+        return data  # nothing to fold (and the losses, which import torch, need not be read)
     from ..losses.registry import options_of
 
     declared = option_settings()
