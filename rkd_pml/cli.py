@@ -303,7 +303,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ValueError, OSError, FloatingPointError, *_loaded_error_classes()) as exc:
         # FileNotFoundError, FileExistsError and timm's weight errors are OSErrors
         cls = _settings_class(args.command) if args.command in (*JOBS, "teacher-cache") else None
-        names = [f for f in getattr(cls, "__dataclass_fields__", {})]
+        names = list(getattr(cls, "__dataclass_fields__", {}))
+        if hasattr(cls, "option_settings") and "rkd_pml.losses.registry" in sys.modules:  # else no option was read
+            names += list(cls.option_settings())
         parser.exit(2, f"{PROG}: error: {_one_line(exc, names)}\n")
     finally:
         warnings.showwarning = previous

@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .training.settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, bound_error, check_bounds, check_value, choices_of, field_types
+from .settings import CHOICES, CLI, FLAGS, HELP, METAVAR, SHOWN, bound_error, check_bounds, check_value, choices_of, field_types
 
 
 def _int(text: str) -> int:
@@ -47,16 +47,25 @@ class LazyParser(argparse.ArgumentParser):
     that the commands' flags come from (torch, timm, PML)."""
 
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    #: arguments added only for a flag the parser does not know yet, or its help (the losses' options)
+    add_late_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
-    def complete(self) -> "LazyParser":
-        """This parser with its arguments added."""
+    def complete(self, args: Sequence[str] | None = None, late: bool = True) -> "LazyParser":
+        """This parser with its arguments added (the late ones too when ``late`` or when ``args``
+        hold a flag it does not know)."""
         add, self.add_arguments = self.add_arguments, None
         if add is not None:
+            add(self)
+        known = tuple(self._option_string_actions)
+        unknown = any(a.startswith("--") and not any(k.startswith(a.split("=")[0]) for k in known) for a in args or ())
+        if self.add_late_arguments is not None and (late or unknown):
+            add, self.add_late_arguments = self.add_late_arguments, None
             add(self)
         return self
 
     def parse_known_args(self, args=None, namespace=None):
-        return super(LazyParser, self.complete()).parse_known_args(args, namespace)
+        args = list(args) if args is not None else None
+        return super(LazyParser, self.complete(args, late=False)).parse_known_args(args, namespace)
 
     def format_help(self) -> str:
         return super(LazyParser, self.complete()).format_help()
@@ -105,7 +114,9 @@ def _shown(value: Any) -> str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One flag per setting of ``cls`` that the CLI has (see :func:`rkd_pml.training.settings.setting`).
+    """One flag per setting of ``cls`` that the CLI has (see :func:`rkd_pml.settings.setting`),
+    then one per option its ``option_settings()`` declares (the distillation losses' options, kept
+    in the setting ``cls.options_field``), and the ``moved_flags`` it refuses with the flag meant.
 
     Defaults are not put in the namespace (``argparse.SUPPRESS``): only the flags given reach
     it, so they override a config file or a saved run. ``--help`` shows each default once.
@@ -113,23 +124,52 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
     hints = field_types(cls)
     group = parser.add_argument_group(f"{cls.job} settings (defaults: the {cls.__name__} dataclass)")
     for f in dataclasses.fields(cls):
-        if not f.metadata.get(CLI, True) or f.name in skip:
-            continue
-        tp = _base_type(hints[f.name])
-        shown = f.metadata.get(SHOWN) or (None if f.default is None else _shown(f.default))
-        help_text = f.metadata.get(HELP, "") + (f" (default: {shown})" if shown is not None else "")
-        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif f.metadata.get(CHOICES) is not None:
-            kwargs["metavar"] = "CHOICE"  # replaced below: argparse would list the choices at once
+        if f.metadata.get(CLI, True) and f.name not in skip:
+            _add_setting(group, f, hints[f.name], flag_of(cls, f), f.name)
+    if hasattr(cls, "option_settings"):  # they come from the losses' registry (torch): only when a flag needs them
+        if isinstance(parser, LazyParser):
+            parser.add_late_arguments = lambda p: _add_option_flags(p, cls)
         else:
-            parse = {int: _int, float: _float}.get(tp, int_list if typing.get_origin(tp) is tuple else str)
-            kwargs["type"] = parse if parse is str else bounded(parse, f)
-            kwargs["metavar"] = f.metadata.get(METAVAR)
-        action = group.add_argument(*flag_of(cls, f), **kwargs)
-        if f.metadata.get(CHOICES) is not None:
-            action.metavar, action.choices = None, _Choices(f)
+            _add_option_flags(parser, cls)
+    for old, new in getattr(cls, "moved_flags", {}).items():
+        parser.add_argument(old, action=_Moved, nargs="?", help=argparse.SUPPRESS, new=new, job=cls.job)
+
+
+def _add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    group = parser.add_argument_group("options of the distillation losses (declared by each loss; a config file "
+                                      f"takes them as keys or in {cls.options_field})")
+    for name, (f, tp, losses) in cls.option_settings().items():
+        _add_setting(group, f, tp, ["--" + name.replace("_", "-")], f"{cls.options_field}.{name}", f" (--loss {losses})")
+
+
+def _add_setting(group: Any, f: dataclasses.Field, hint: Any, flags: list[str], dest: str, note: str = "") -> None:
+    """The flag of one setting: its type (bounds checked as it is parsed), choices, help and default."""
+    tp = _base_type(hint)
+    shown = f.metadata.get(SHOWN) or (None if f.default is None or f.default is dataclasses.MISSING else _shown(f.default))
+    help_text = f.metadata.get(HELP, "") + note + (f" (default: {shown})" if shown is not None else "")
+    kwargs: dict[str, Any] = dict(dest=dest, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
+    if tp is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif f.metadata.get(CHOICES) is not None:
+        kwargs["metavar"] = "CHOICE"  # replaced below: argparse would list the choices at once
+    else:
+        parse = {int: _int, float: _float}.get(tp, int_list if typing.get_origin(tp) is tuple else str)
+        kwargs["type"] = parse if parse is str else bounded(parse, f)
+        kwargs["metavar"] = f.metadata.get(METAVAR)
+    action = group.add_argument(*flags, **kwargs)
+    if f.metadata.get(CHOICES) is not None:
+        action.metavar, action.choices = None, _Choices(f)
+
+
+class _Moved(argparse.Action):
+    """A flag that means something else in this job: one error line naming the flag to use."""
+
+    def __init__(self, *args: Any, new: str, job: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.new, self.job = new, job
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not a {self.job} flag: use {self.new}")
 
 
 class _Choices(Sequence):
@@ -201,6 +241,8 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
     the run's is refused, as the same flag is); then the flags given on the command line."""
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names}
+    nested = getattr(cls, "options_field", None)
+    options = {k.split(".", 1)[1]: v for k, v in vars(args).items() if nested and k.startswith(nested + ".")}
     from_file: dict[str, Any] = {}
     if getattr(args, "config", None):
         data = read_config_file(args.config)
@@ -210,7 +252,7 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
         config = cls()
     if given.get("resume"):
         from .training.config import config_from_dict
-        from .training.run_dir import RunDir
+        from .runs import RunDir
 
         out = Path(given.get("out") or config.out or resume_dir or f"runs/{cls.job.split('-')[-1]}")
         run = RunDir(out)
@@ -222,6 +264,8 @@ def config_for(cls: type, args: argparse.Namespace, resume_dir: str | None = Non
             raise ValueError(f"{out} holds a {config.job!r} run, not a {cls.job!r} run")
         # the file's settings count as flags: a runtime one applies, another that differs is refused
         given = {**from_file, **given, "out": str(out)}
+    if options:  # an option's flag changes that option, the others stay as the file or the saved run has them
+        given[nested] = {**given.get(nested, getattr(config, nested)), **options}
     config = apply_flags(config, given)
     check_bounds(config)
     return config

@@ -99,7 +99,7 @@ WITHOUT_REMOVED_PARTS = textwrap.dedent(
     RKDLoss()(s, ref_emb=t).backward()
     tiny = ["--image-size", "16", "--epochs", "1", "--iters", "2", "--batch-size", "20",
             "--m-per-class", "5", "--no-progress", "--eval-batch-size", "512"]
-    assert main(["train-teacher", "--teacher", "resnet10t", "--embedding-dim", "8",
+    assert main(["train-teacher", "--model", "resnet10t", "--embedding-dim", "8",
                  "--out", {teacher!r}, *tiny]) == 0
     assert main(["distill", "--teacher", {teacher!r}, "--student", "resnet10t",
                  "--embedding-dim", "4", "--out", {student!r}, *tiny]) == 0

@@ -1,6 +1,6 @@
 """The bookkeeping files this package writes into the folders it owns, shared by every layer.
 
-* :data:`RUN_MARKER` marks a run directory (see ``rkd_pml.training.run_contents``);
+* :data:`RUN_MARKER` marks a run directory (see ``rkd_pml.runs.contents``);
 * :data:`LOCK_NAME` is the lock file of a folder in use (taken by :mod:`.lock`);
   :func:`lock_holder` tells, without taking the lock, whether a process holds it.
 """

@@ -9,6 +9,7 @@ from .fitnet import FitNetEmbeddingLoss
 from .pkt import PKTLoss
 from .prototypical import PrototypicalLoss
 from .rkd import RKDAngleLoss, RKDDistanceLoss, RKDLoss, RelationalDistillationLoss
+from .rkd_fitnet import RKDFitNetLoss
 from .similarity_preserving import SimilarityPreservingLoss
 from .relaxed_contrastive import RelaxedContrastiveLoss
 from .registry import DISTILLATION_LOSSES, distillation_loss_names, register_distillation_loss
@@ -23,6 +24,7 @@ __all__ = [
     "PrototypicalLoss",
     "RKDAngleLoss",
     "RKDDistanceLoss",
+    "RKDFitNetLoss",
     "RKDLoss",
     "RelationalDistillationLoss",
     "RelaxedContrastiveLoss",

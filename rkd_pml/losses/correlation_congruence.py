@@ -12,15 +12,18 @@ and the loss is ``||C_t - C_s||_F^2 / b^2``. Defaults are the paper's ImageNet s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import math
 
 import torch
 from torch import Tensor
 
 from ..functional.relations import unit_rows
+from ..settings import MAX_WEIGHT, setting
 from .base import DistillationLoss, result_dtype
 from .inputs import check_count, check_real
 from .similarity_preserving import row_congruence_losses
+from .registry import register_distillation_loss
 
 
 def taylor_rbf_correlation(x: Tensor, gamma: float, order: int) -> Tensor:
@@ -77,6 +80,24 @@ class CorrelationCongruenceLoss(DistillationLoss):
             teacher = taylor_rbf_correlation(ref_emb, self.gamma, self.order)
         student = taylor_rbf_correlation(embeddings, self.gamma, self.order)
         return self.per_example(row_congruence_losses(student, teacher).to(result_dtype(embeddings)))
+
+
+#: the most terms of CC's Taylor series (a typo guard: each term is one more (N, N) product)
+MAX_CC_ORDER = 64
+
+
+@dataclass
+class CorrelationCongruenceOptions:
+    """Options of ``--loss cc``."""
+
+    cc_gamma: float = setting(0.4, "CC's Gaussian-RBF kernel parameter gamma", metavar="G", above=0.0, high=MAX_WEIGHT)
+    cc_order: int = setting(2, "CC's order of the Taylor series of the RBF kernel", metavar="P", low=1, high=MAX_CC_ORDER)
+
+
+register_distillation_loss(
+    "cc", lambda o, s, t: CorrelationCongruenceLoss(gamma=o.cc_gamma, order=o.cc_order),
+    "CC (Peng et al. 2019): Taylor-RBF batch correlation matrices", CorrelationCongruenceOptions,
+)
 
 
 __all__ = ["CorrelationCongruenceLoss", "taylor_rbf_correlation"]

@@ -13,14 +13,17 @@ This is the "hard" DarkRank that the RKD paper compares against (alpha = beta = 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import math
 
 import torch
 from torch import Tensor
 
 from ..functional.relations import ACCUMULATE_DTYPE, relations, unit_rows
+from ..settings import MAX_BATCH, MAX_WEIGHT, setting
 from .base import DistillationLoss, result_dtype
 from .inputs import check_count, check_real
+from .registry import register_distillation_loss
 
 #: Scores saturate at ``-SCORE_HEADROOM * finfo(out_dtype).max / (2 * (L + 1))``: then a
 #: per-anchor loss (at most about ``2 L`` score magnitudes), and a sum over up to a million
@@ -139,6 +142,23 @@ class DarkRankLoss(DistillationLoss):
             embeddings = unit_rows(embeddings)
         scores = self.student_scores(embeddings, order, out_dtype)
         return self.per_example(plackett_luce_nll(scores).to(out_dtype))
+
+
+@dataclass
+class DarkRankOptions:
+    """Options of ``--loss darkrank``."""
+
+    darkrank_alpha: float = setting(3.0, "DarkRank's score scale alpha", metavar="A", above=0.0, high=MAX_WEIGHT)
+    darkrank_beta: float = setting(3.0, "DarkRank's distance exponent beta", metavar="B", above=0.0, high=MAX_WEIGHT)
+    darkrank_list_length: int = setting(4, "DarkRank's list length (teacher's nearest neighbours per anchor)", metavar="L",
+                                        low=1, high=MAX_BATCH)
+
+
+register_distillation_loss(
+    "darkrank",
+    lambda o, s, t: DarkRankLoss(alpha=o.darkrank_alpha, beta=o.darkrank_beta, list_length=o.darkrank_list_length),
+    "hard DarkRank (Chen et al. 2018)", DarkRankOptions,
+)
 
 
 __all__ = ["DarkRankLoss", "SCORE_HEADROOM", "plackett_luce_nll"]

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from .base import DistillationLoss
 from .inputs import check_count
+from .registry import register_distillation_loss
 
 #: Half-width of the uniform initialisation of the regressor's weights.
 INIT_RANGE = 0.005
@@ -94,6 +95,9 @@ class FitNetEmbeddingLoss(DistillationLoss):
         dtype = torch.promote_types(embeddings.dtype, weight.dtype)
         mapped = F.linear(embeddings.to(dtype), weight.to(dtype))  # (N, Dt)
         return self.per_example((mapped - ref_emb.to(dtype)).pow(2).mean(dim=1))  # (N,)
+
+
+register_distillation_loss("fitnet", lambda o, s, t: FitNetEmbeddingLoss(s, t), "FitNet: learned linear map to the teacher's width + MSE")
 
 
 __all__ = ["FitNetEmbeddingLoss", "INIT_RANGE"]

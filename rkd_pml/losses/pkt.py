@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..functional.relations import unit_rows
 from .base import DistillationLoss, result_dtype
+from .registry import register_distillation_loss
 
 #: Added to both probabilities inside the logarithm (the authors' value).
 PKT_EPS = 1e-7
@@ -77,6 +78,9 @@ class PKTLoss(DistillationLoss):
         q = cosine_probabilities(embeddings)
         kl = (p * (torch.log(p + PKT_EPS) - torch.log(q + PKT_EPS))).sum(dim=1)  # (N,)
         return self.per_example(kl.to(result_dtype(embeddings)))
+
+
+register_distillation_loss("pkt", lambda o, s, t: PKTLoss(), "PKT (Passalis and Tefas 2018): KL between cosine-similarity distributions")
 
 
 __all__ = ["PKTLoss", "PKT_EPS", "cosine_probabilities"]

@@ -13,12 +13,15 @@ and its code's, used for all its datasets.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import torch
 from torch import Tensor
 
 from ..functional.relations import relations, unit_rows
+from ..settings import MAX_WEIGHT, setting
 from .base import DistillationLoss, result_dtype
 from .inputs import check_real
+from .registry import register_distillation_loss
 
 
 def soft_labels(ref_emb: Tensor, sigma: float) -> Tensor:
@@ -88,6 +91,22 @@ class RelaxedContrastiveLoss(DistillationLoss):
         eye = torch.eye(n, dtype=torch.bool, device=embeddings.device)
         losses = pairs.masked_fill(eye, 0.0).sum(dim=1)  # (N,)
         return self.per_example(losses.to(result_dtype(embeddings)))
+
+
+@dataclass
+class RelaxedContrastiveOptions:
+    """Options of ``--loss relaxed-contrastive``."""
+
+    relaxed_sigma: float = setting(1.0, "relaxed contrastive: width sigma of the teacher's soft labels", metavar="S",
+                                   above=0.0, high=MAX_WEIGHT)
+    relaxed_delta: float = setting(1.0, "relaxed contrastive: margin delta on the student's distances", metavar="D",
+                                   above=0.0, high=MAX_WEIGHT)
+
+
+register_distillation_loss(
+    "relaxed-contrastive", lambda o, s, t: RelaxedContrastiveLoss(sigma=o.relaxed_sigma, delta=o.relaxed_delta),
+    "relaxed contrastive (Kim et al. 2021): the teacher's distances as soft labels", RelaxedContrastiveOptions,
+)
 
 
 __all__ = ["RelaxedContrastiveLoss", "mean_normalised_distances", "soft_labels"]

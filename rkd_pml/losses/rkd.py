@@ -17,6 +17,7 @@ this relates to the official code's means over all ``N^2`` and ``N^3`` entries
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import torch
 from torch import Tensor
 
@@ -29,8 +30,10 @@ from ..functional.angle import (
 from ..functional.angle_backend import BACKENDS
 from ..functional.distance import all_distinct_pairs, rkd_distance_pair_losses
 from ..functional.relations import Relations, relations
+from ..settings import MAX_WEIGHT, setting
 from .base import DistillationLoss, result_dtype
 from .inputs import check_choice, check_real
+from .registry import register_distillation_loss
 
 #: PML's reducers treat "pos_pair" and "neg_pair" alike; RKD's pairs carry no label sign.
 PAIR_REDUCTION = "pos_pair"
@@ -204,3 +207,32 @@ class RKDLoss(RelationalDistillationLoss):
 
     def _sub_loss_names(self):
         return ["distance_loss", "angle_loss"]
+
+
+@dataclass
+class RKDDistanceOptions:
+    """Options of ``--loss rkd-d``."""
+
+    distance_weight: float = setting(1.0, "weight of RKD-D", metavar="W", low=0.0, high=MAX_WEIGHT)
+
+
+@dataclass
+class RKDAngleOptions:
+    """Options of ``--loss rkd-a``."""
+
+    angle_weight: float = setting(2.0, "weight of RKD-A", metavar="W", low=0.0, high=MAX_WEIGHT)
+
+
+@dataclass
+class RKDOptions(RKDDistanceOptions, RKDAngleOptions):
+    """Options of ``--loss rkd`` (RKD-DA): both weights."""
+
+
+register_distillation_loss(
+    "rkd", lambda o, s, t: RKDLoss(distance_weight=o.distance_weight, angle_weight=o.angle_weight),
+    "RKD-DA: distance_weight x RKD-D + angle_weight x RKD-A", RKDOptions,
+)
+register_distillation_loss("rkd-d", lambda o, s, t: RKDLoss(distance_weight=o.distance_weight, angle_weight=0.0),
+                           "RKD-D alone", RKDDistanceOptions)
+register_distillation_loss("rkd-a", lambda o, s, t: RKDLoss(distance_weight=0.0, angle_weight=o.angle_weight),
+                           "RKD-A alone", RKDAngleOptions)

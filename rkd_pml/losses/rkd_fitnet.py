@@ -10,7 +10,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .fitnet import FitNetEmbeddingLoss
-from .rkd import RKDLoss
+from .registry import register_distillation_loss
+from .rkd import RKDLoss, RKDOptions
 
 
 class RKDFitNetLoss(nn.Module):
@@ -41,3 +42,11 @@ class RKDFitNetLoss(nn.Module):
         """RKD-DA plus the weighted FitNet loss of the student's ``embeddings`` against ``ref_emb``."""
         return (self.rkd(embeddings, labels, indices_tuple, ref_emb=ref_emb)
                 + self.fitnet_weight * self.fitnet(embeddings, labels, None, ref_emb=ref_emb))
+
+
+register_distillation_loss(
+    "rkd-fitnet",
+    lambda o, s, t: RKDFitNetLoss(s, t, o.distance_weight, o.angle_weight, 1.0),
+    "RKD-DA + FitNet: distance_weight x RKD-D + angle_weight x RKD-A + FitNet (map to the teacher's width, MSE)",
+    RKDOptions,
+)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..functional.relations import ACCUMULATE_DTYPE, power_of_two_scale, unit_rows
 from .base import DistillationLoss, result_dtype
+from .registry import register_distillation_loss
 
 
 def row_normalised_gram(x: Tensor) -> Tensor:
@@ -62,6 +63,9 @@ class SimilarityPreservingLoss(DistillationLoss):
             teacher = row_normalised_gram(ref_emb)
         losses = row_congruence_losses(row_normalised_gram(embeddings), teacher)
         return self.per_example(losses.to(result_dtype(embeddings)))
+
+
+register_distillation_loss("sp", lambda o, s, t: SimilarityPreservingLoss(), "SP (Tung and Mori 2019): row-normalised batch Gram matrices")
 
 
 __all__ = ["SimilarityPreservingLoss", "row_congruence_losses", "row_normalised_gram"]

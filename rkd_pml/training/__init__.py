@@ -22,7 +22,7 @@ _EXPORTS = {
     **dict.fromkeys(("TrainingSetup", "fit"), ".loop"),
     **dict.fromkeys(("Objective", "build_objective"), ".objective"),
     "SettingWarning": ".resolve",
-    **dict.fromkeys(("RunDir", "is_main_process"), ".run_dir"),
+    **dict.fromkeys(("RunDir", "is_main_process"), "..runs"),
     **dict.fromkeys(("TrainingInterrupted", "request_stop", "stop_on_signals"), ".signals"),
     # PML 2's trainers (which PML 3 removed) are imported only when the trainer is asked for
     "DistillationTrainer": ".trainer",

@@ -12,7 +12,7 @@ from .config import (MAX_BATCH, MAX_IMAGE_SIZE, MAX_SEED, MAX_VIEWS, PRECISIONS,
                      _datasets, worker_limit)
 from .jobs import resolve_device
 from .resolve import inherit_data_settings, resolve_data_defaults
-from .settings import setting
+from ..settings import setting
 from .speed import AUTOCAST_DTYPES, check_precision
 
 
@@ -44,7 +44,7 @@ class TeacherCacheConfig:
 
     @classmethod
     def from_dict(cls, data, source: str = "config", complete: bool = False):
-        from .settings import from_mapping
+        from ..settings import from_mapping
 
         return from_mapping(cls, data, source, complete)
 

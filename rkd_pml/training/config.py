@@ -1,5 +1,5 @@
 """One dataclass per job, the single source of truth of every setting: default, type, choices,
-help text and command-line flag (see :mod:`.settings`); the RKD paper's recipe by default.
+help text and command-line flag (see :mod:`rkd_pml.settings`); the RKD paper's recipe by default.
 
 * teacher: ResNet-50 + Linear(512) + L2, triplet loss (margin 0.2) on distance-weighted
   triplets, Adam lr 1e-5 / weight decay 1e-5, 40 epochs x 100 iterations, lr x0.5 at
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import check_bounds, from_mapping, redefault, runtime_fields, setting, to_mapping
+from ..settings import (MAX_BATCH, MAX_EMBEDDING_DIM, MAX_IMAGE_SIZE, MAX_RATE, MAX_SEED, MAX_STEPS, MAX_WEIGHT, WORKER_LIMIT,
+                        check_bounds, from_mapping, redefault, runtime_fields, setting, to_mapping, worker_limit)
+from .loss_settings import LOSS_OPTIONS, check_loss_options, fold_loss_options, option_settings, recorded_loss_options
 
 
 def _datasets() -> list[str]:
@@ -46,39 +47,8 @@ AUTO_VAL_FRACTION = 0.2
 TRANSFORMS = ("paper", "random_resized_crop", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
-# Upper bounds of the counts and rates: far above any real run, low enough that a typo (an extra
-# zero, 1e23) is one error before any work instead of a run that exhausts the memory or never ends.
-#: epochs, steps per epoch, milestones, evaluation and checkpoint intervals
-MAX_STEPS = 10**7
-#: images per batch (a training batch is also at most the training images: checked on the data)
-MAX_BATCH = 2**20
-MAX_IMAGE_SIZE = 4096
-MAX_EMBEDDING_DIM = 2**16
-#: NumPy's RandomState takes seeds below 2**32
-MAX_SEED = 2**32 - 1
-#: learning rate (also after the milestones), weight decay, learning-rate factor
-MAX_RATE = 10.0
-#: loss weights and margins
-MAX_WEIGHT = 1e6
 #: augmented views per image of a teacher cache
 MAX_VIEWS = 1024
-MIN_WORKER_LIMIT = 4
-WORKER_LIMIT = f"{MIN_WORKER_LIMIT}, or the CPUs this process may use where more"
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def worker_limit() -> int:
-    """The most data-loading worker processes (or CPU threads) a run may start."""
-    return max(MIN_WORKER_LIMIT, usable_cpus())
-
-
 @dataclass
 class TrainConfig:
     """Settings shared by every training job."""
@@ -166,7 +136,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config", complete: bool = False):
-        """Inverse of :meth:`to_dict`, with every value type-checked (see :func:`.settings.from_mapping`)."""
+        """Inverse of :meth:`to_dict`, with every value type-checked (see :func:`rkd_pml.settings.from_mapping`)."""
         return from_mapping(cls, data, source, complete)
 
     def replace(self, **changes):
@@ -263,7 +233,8 @@ class TeacherConfig(TripletConfig):
     """Teacher: ResNet-50 + Linear(512) + L2, triplet loss, the paper's teacher schedule."""
 
     job = "train-teacher"
-    flag_names = {"model": "--teacher"}
+    #: flags of another job that this one refuses with the one it means (distill's --teacher is a run)
+    moved_flags = {"--teacher": "--model NAME for the architecture (--teacher is distill's: a trained teacher's run)"}
 
 
 @dataclass
@@ -291,12 +262,8 @@ class DistillConfig(TrainConfig):
     #: a registered name, "triplet" (no teacher), or a loss object called as
     #: ``loss(student_emb, labels, indices_tuple, ref_emb=teacher_emb)``
     loss: Any = setting("rkd", "distillation loss (rkd = RKD-DA; triplet = the student's triplet loss alone, no teacher)", choices=_losses)
-    distance_weight: float = setting(1.0, "weight of RKD-D", metavar="W", high=MAX_WEIGHT)
-    angle_weight: float = setting(2.0, "weight of RKD-A", metavar="W", high=MAX_WEIGHT)
-    darkrank_alpha: float = setting(3.0, "DarkRank's score scale alpha", metavar="A")
-    darkrank_beta: float = setting(3.0, "DarkRank's distance exponent beta", metavar="B")
-    darkrank_list_length: int = setting(4, "DarkRank's list length (teacher's nearest neighbours per anchor)", metavar="L",
-                                        high=MAX_BATCH)
+    loss_options: dict[str, Any] = setting({}, "options of the loss by name, declared by the loss (each is a flag too)",
+                                           cli=False)
     distill_weight: float = setting(1.0, "multiplier of the whole distillation loss", metavar="W", high=MAX_WEIGHT)
     #: None, "triplet" or a PML loss object
     student_metric_loss: Any = setting(None, "a metric loss on the student too", choices=("triplet",))
@@ -311,6 +278,19 @@ class DistillConfig(TrainConfig):
     lr_gamma: float = redefault(TrainConfig, "lr_gamma", 0.1)
 
     job = "distill"
+    #: the setting whose values are the options the losses declare (a flag each, see :mod:`.loss_settings`)
+    options_field = LOSS_OPTIONS
+
+    @staticmethod
+    def option_settings() -> dict[str, tuple[dataclasses.Field, Any, str]]:
+        return option_settings(DistillConfig.__dataclass_fields__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config", complete: bool = False):
+        return from_mapping(cls, fold_loss_options(data, source, complete, cls.__dataclass_fields__), source, complete)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), LOSS_OPTIONS: recorded_loss_options(self.loss, self.loss_options)}
 
     @property
     def uses_teacher(self) -> bool:
@@ -319,13 +299,11 @@ class DistillConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         _at_least("embedding_dim", self.embedding_dim, 1)
-        for name in ("distance_weight", "angle_weight", "distill_weight", "student_metric_weight", "margin"):
+        for name in ("distill_weight", "student_metric_weight", "margin"):
             _non_negative(name, getattr(self, name))
-        _positive("darkrank_alpha", self.darkrank_alpha)
-        _positive("darkrank_beta", self.darkrank_beta)
-        _at_least("darkrank_list_length", self.darkrank_list_length, 1)
         if isinstance(self.loss, str) and self.loss.lower() not in _losses():
             raise ValueError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(_losses())}")
+        check_loss_options(self.loss, self.loss_options)
         if self.triplet_reduction not in ("mean", "avg_nonzero"):
             raise ValueError(f"triplet_reduction must be 'mean' or 'avg_nonzero', got {self.triplet_reduction!r}")
         if self.uses_teacher and not (self.teacher or self.teacher_cache):

@@ -17,9 +17,8 @@ from typing import Any, Mapping, Sequence
 
 from ..distributed.session import distributed_session
 from .jobs import distill, train_baseline, train_teacher
-from .logs import log
-from .plot import plot_recall
-from .run_dir import RunDir, is_main_process
+from ..runs import RunDir, is_main_process, log
+from ..runs.plot import plot_recall
 
 #: The demo's settings: small models that learn digits at 32 px; one teacher and ``seeds``
 #: student pairs take about two minutes on one CPU core.

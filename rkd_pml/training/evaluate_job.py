@@ -14,9 +14,9 @@ from ..models import EmbeddingModel, find_saved_model
 from ..models.embedding import WEIGHTS_NAME
 from .config import TrainConfig
 from .jobs import resolve_device
-from .logs import log
+from ..runs.logs import log
 from .resolve import inherit_data_settings, resolve_data_defaults
-from .run_contents import recognise_run
+from ..runs.contents import recognise_run
 from .speed import autocast, check_precision
 
 

@@ -31,11 +31,10 @@ from ..distributed import session as dist
 from ..models import build_model, load_teacher
 from .checkpoint import seed_everything
 from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, TripletConfig, config_differences, config_from_dict
-from .logs import log
 from .loop import TrainingSetup, fit
 from .objective import build_objective, trainable_parameters
 from .resolve import inherit_data_settings, resolve_data_defaults, resolve_m_per_class, resolve_val_fraction, training_data
-from .run_dir import RunDir
+from ..runs import RunDir, log
 from .speed import check_precision
 
 

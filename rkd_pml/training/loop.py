@@ -39,11 +39,10 @@ from ..data.batches import EpochBatches, EpochItems, epoch_batches, make_loader,
 from ..data.fast_input import training_loader
 from ..distributed import session as dist
 from ..distributed.objective import DistributedObjective
+from ..runs import EpochLog, RunDir, is_main_process, log
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import TrainConfig
-from .logs import EpochLog, log
 from .objective import Objective
-from .run_dir import RunDir, is_main_process
 from .signals import TrainingInterrupted, clear_stop, stop_requested
 from .speed import autocast, gradients_are_finite, make_scaler, prepare_forward, to_input
 
@@ -337,8 +336,7 @@ def finish(setup: TrainingSetup, state: LoopState, history: list[dict[str, Any]]
         "last": {"epoch": last.get("epoch"), **{s: last.get(s) for s in splits}},
         # chosen by the test split itself: an optimistic figure, for comparison only
         "test_selected": {"epoch": test_best.get("epoch"), "test": test_best.get("test")},
-        "epochs": cfg.epochs,
-        "train_seconds": round(state.train_seconds, 3),
+        "epochs": cfg.epochs, "train_seconds": round(state.train_seconds, 3),
         **setup.extra_results,
         "config": {**cfg.to_dict(), **setup.records},
     }

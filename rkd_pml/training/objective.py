@@ -139,7 +139,7 @@ def build_objective(cfg: Any, student_dim: int, teacher_dim: int | None = None) 
         if teacher_dim is None:
             raise ValueError("distillation needs the teacher's embedding width")
         loss = cfg.loss if isinstance(cfg.loss, nn.Module) or not isinstance(cfg.loss, str) else (
-            build_distillation_loss(cfg.loss, cfg, student_dim, teacher_dim)
+            build_distillation_loss(cfg.loss, cfg.loss_options, student_dim, teacher_dim)
         )
         terms = split_rkd_terms(loss)
     metric, weight = cfg.student_metric_loss, cfg.student_metric_weight

@@ -14,7 +14,7 @@ TINY_ARGS = [
 
 
 def _train_teacher(out: Path, *extra: str) -> int:
-    return main(["train-teacher", "--teacher", "resnet10t", "--embedding-dim", "8", "--out", str(out), *TINY_ARGS, *extra])
+    return main(["train-teacher", "--model", "resnet10t", "--embedding-dim", "8", "--out", str(out), *TINY_ARGS, *extra])
 
 
 def test_train_teacher_distill_evaluate(tmp_path, capsys):

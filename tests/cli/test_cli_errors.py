@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from rkd_pml.cli import main
+from rkd_pml.cli import build_parser, main
+from rkd_pml.training.config import TeacherConfig
 
 SMALL = ["--image-size", "16", "--epochs", "1", "--iters", "1", "--batch-size", "20", "--m-per-class", "5",
          "--no-progress"]
@@ -23,7 +24,7 @@ def _error(argv, capsys) -> str:
 
 
 def test_unknown_model(tmp_path, capsys):
-    line = _error(["train-teacher", "--teacher", "resnet999", "--out", str(tmp_path / "t"), *SMALL], capsys)
+    line = _error(["train-teacher", "--model", "resnet999", "--out", str(tmp_path / "t"), *SMALL], capsys)
     assert "unknown timm model 'resnet999'" in line
     assert not (tmp_path / "t").exists()
 
@@ -47,7 +48,7 @@ def test_bad_options(capsys):
 
 
 def test_batch_that_classes_cannot_fill(capsys):
-    line = _error(["train-teacher", "--teacher", "resnet10t", "--batch-size", "20", "--m-per-class", "2",
+    line = _error(["train-teacher", "--model", "resnet10t", "--batch-size", "20", "--m-per-class", "2",
                    "--image-size", "16"], capsys)
     assert "--m-per-class 4" in line
 
@@ -88,7 +89,7 @@ def test_evaluate_errors(tmp_path, capsys):
     (["--device", "tpu"], "--device must be"),
     (["--lr-gamma", "0"], "--lr-gamma must be a finite number > 0"),
     (["--lr", "nan"], "--lr must be a finite number"),
-    (["--angle-weight", "-1"], "--angle-weight must be a finite number >= 0"),
+    (["--angle-weight", "-1"], "--angle-weight: must be a number from 0.0 to 1000000.0, got -1.0"),
     (["--batch-size", "1", "--m-per-class", "1"], "--batch-size must be at least 2"),
 ])
 def test_settings_are_checked_before_the_run_and_name_the_flag(tmp_path, capsys, teacher_dir, argv, expected):
@@ -130,7 +131,7 @@ def test_malformed_saved_model_config_is_one_line(tmp_path, capsys, teacher_dir,
     (["--threads", "100000"], "--threads: expected an integer from 1 to"),
 ])
 def test_runaway_flags_are_one_line_before_anything(tmp_path, capsys, argv, expected):
-    line = _error(["train-teacher", "--teacher", "resnet10t", "--out", str(tmp_path / "t"), *SMALL, *argv], capsys)
+    line = _error(["train-teacher", "--model", "resnet10t", "--out", str(tmp_path / "t"), *SMALL, *argv], capsys)
     assert expected in line
     assert not (tmp_path / "t").exists()
 
@@ -149,7 +150,7 @@ def test_bad_values_in_a_config_file_are_one_line_before_anything(tmp_path, caps
         pytest.importorskip("yaml")
     file = tmp_path / f"settings{suffix}"
     file.write_text(text)
-    line = _error(["train-teacher", "--teacher", "resnet10t", "--config", str(file), "--out", str(tmp_path / "t")], capsys)
+    line = _error(["train-teacher", "--model", "resnet10t", "--config", str(file), "--out", str(tmp_path / "t")], capsys)
     assert expected in line
     assert not (tmp_path / "t").exists()
 
@@ -179,7 +180,7 @@ def test_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path):
 
 def test_a_batch_larger_than_the_training_images_is_named(tmp_path, capsys):
     # digits' training split has 901 images; the batch used to be blamed on --m-per-class
-    line = _error(["train-teacher", "--teacher", "resnet10t", "--image-size", "16", "--batch-size", "1000",
+    line = _error(["train-teacher", "--model", "resnet10t", "--image-size", "16", "--batch-size", "1000",
                    "--out", str(tmp_path / "t"), "--no-progress"], capsys)
     assert "--batch-size must be at most the 901 training images, got 1000" in line
     assert not (tmp_path / "t").exists()
@@ -192,3 +193,14 @@ def test_teacher_cache_values_name_the_flag(tmp_path, capsys):
     assert f'--config {file}: --views must be an integer, got "two"' in line
     assert "--views: must be an integer <= 1024" in _error(["teacher-cache", "--views", "1000000000"], capsys)
     assert not (tmp_path / "c").exists()
+
+
+def test_train_teacher_takes_the_architecture_as_model(tmp_path, capsys):
+    # --teacher is distill's trained teacher run; in train-teacher it is refused with the flag to use
+    line = _error(["train-teacher", "--teacher", "resnet10t", "--out", str(tmp_path / "t"), *SMALL], capsys)
+    assert "--teacher is not a train-teacher flag: use --model NAME" in line
+    assert not (tmp_path / "t").exists()
+    from rkd_pml.cli_flags import config_for
+
+    args = build_parser().parse_args(["train-teacher", "--model", "resnet10t"])
+    assert config_for(TeacherConfig, args).model == "resnet10t"

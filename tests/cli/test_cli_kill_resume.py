@@ -60,7 +60,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, teacher_dir, capsys):
 
 def test_sigterm_mid_epoch_then_resume_a_teacher(tmp_path, capsys):
     """The teacher's miner draws random triplets at every step: the resumed run draws the same."""
-    args = ["--teacher", "resnet10t", *ARGS[2:]]  # train-teacher names its model --teacher
+    args = ["--model", "resnet10t", *ARGS[2:]]  # train-teacher names its architecture --model
     stopped = tmp_path / "stopped"
     last = stopped / "checkpoints" / "last.pt"
     proc = subprocess.Popen(

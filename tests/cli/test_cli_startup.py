@@ -43,7 +43,7 @@ def test_a_json_config_error_does_not_import_torch(tmp_path):
 
 
 def test_the_budget_and_device_are_said_before_training(tmp_path, capsys):
-    argv = ["train-teacher", "--teacher", "resnet10t", "--embedding-dim", "4", "--image-size", "16", "--batch-size", "20",
+    argv = ["train-teacher", "--model", "resnet10t", "--embedding-dim", "4", "--image-size", "16", "--batch-size", "20",
             "--m-per-class", "5", "--lr-milestones", "1", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "t")]
     assert main([*argv, "--epochs", "1", "--iters", "2"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
@@ -72,7 +72,7 @@ def test_a_signal_stops_the_setup_phase_at_once(tmp_path, monkeypatch, capsys, s
     started = time.monotonic()
     timer.start()
     try:
-        assert main(["train-teacher", "--teacher", "resnet10t", "--image-size", "16", "--epochs", "1", "--iters", "1",
+        assert main(["train-teacher", "--model", "resnet10t", "--image-size", "16", "--epochs", "1", "--iters", "1",
                      "--device", "cpu", "--no-progress", "--out", str(tmp_path / "t")]) == code
     finally:
         timer.cancel()

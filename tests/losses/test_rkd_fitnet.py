@@ -1,7 +1,6 @@
 """RKDFitNetLoss (registered as ``rkd-fitnet``) against the objective written out in float64 loops."""
 
 import math
-from types import SimpleNamespace
 
 import torch
 
@@ -57,8 +56,7 @@ def test_matches_the_written_out_objective_in_float64():
 
 def test_registered_under_rkd_fitnet_with_the_configs_weights_and_trainable_map():
     assert "rkd-fitnet" in distillation_loss_names()
-    cfg = SimpleNamespace(distance_weight=3.0, angle_weight=4.0)
-    loss = build_distillation_loss("rkd-fitnet", cfg, 8, 16)
+    loss = build_distillation_loss("rkd-fitnet", {"distance_weight": 3.0, "angle_weight": 4.0}, 8, 16)
     assert isinstance(loss, RKDFitNetLoss) and loss.fitnet_weight == 1.0
     assert (loss.rkd.distance_weight, loss.rkd.angle_weight) == (3.0, 4.0)
     s, t = torch.randn(12, 8, requires_grad=True), torch.nn.functional.normalize(torch.randn(12, 16), dim=1)

@@ -20,7 +20,7 @@ import rkd_pml.files.atomic as atomic
 from rkd_pml import EmbeddingModel
 from rkd_pml.cli import main
 from rkd_pml.models.export import export_timm
-from rkd_pml.training.run_lock import RunLock
+from rkd_pml.runs.lock import RunLock
 
 NOTE = "my notes, not rkd-pml's"
 EXPORT_NAMES = [".rkd-pml-export", "config.json", "model.safetensors"]

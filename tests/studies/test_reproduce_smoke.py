@@ -241,7 +241,7 @@ def test_schedules_self_distillation_and_combined_losses(reproduce, tmp_path):
     from rkd_pml.losses.registry import build_distillation_loss, distillation_loss_names
 
     assert "rkd-fitnet" in distillation_loss_names()
-    loss = build_distillation_loss("rkd-fitnet", student, 8, 16)
+    loss = build_distillation_loss("rkd-fitnet", student.loss_options, 8, 16)
     s, t = torch.randn(12, 8, requires_grad=True), torch.nn.functional.normalize(torch.randn(12, 16), dim=1)
     value = loss(s, None, None, ref_emb=t)
     value.backward()

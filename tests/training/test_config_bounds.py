@@ -9,7 +9,8 @@ from rkd_pml.data.batches import choose_m_per_class
 from rkd_pml.training import config as config_module
 from rkd_pml.training.cache_job import TeacherCacheConfig
 from rkd_pml.training.config import DistillConfig, TeacherConfig
-from rkd_pml.training.settings import check_bounds, check_value
+from rkd_pml import settings as settings_module
+from rkd_pml.settings import check_bounds, check_value
 
 
 @pytest.mark.parametrize("changes, named", [
@@ -21,7 +22,7 @@ from rkd_pml.training.settings import check_bounds, check_value
     (dict(checkpoint_every=10**12), "checkpoint_every"), (dict(eval_every=10**12), "eval_every"),
     (dict(embedding_dim=10**9), "embedding_dim"), (dict(lr_milestones=(3, 10**12)), "lr_milestones"),
     (dict(recall_ks=(1, 10**12)), "recall_ks"), (dict(m_per_class=10**23, batch_size=10**23), "batch_size"),
-    (dict(angle_weight=1e308), "angle_weight"), (dict(margin=1e300), "margin"),
+    (dict(loss_options={"angle_weight": 1e308}), "angle_weight"), (dict(margin=1e300), "margin"),
 ])
 def test_a_runaway_value_is_refused_by_name(changes, named):
     with pytest.raises(ValueError, match=rf"^{named} must"):
@@ -44,12 +45,12 @@ def test_a_factor_above_one_cannot_raise_the_learning_rate_without_bound():
 
 def test_workers_are_bounded_by_the_cpus(monkeypatch):
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert config_module.usable_cpus() == usable
-    monkeypatch.setattr(config_module, "usable_cpus", lambda: 16)
+    assert settings_module.usable_cpus() == usable
+    monkeypatch.setattr(settings_module, "usable_cpus", lambda: 16)
     TeacherConfig(num_workers=16).validate()
     with pytest.raises(ValueError, match=r"num_workers must be an integer <= 16 .*got 17"):
         TeacherConfig(num_workers=17).validate()
-    monkeypatch.setattr(config_module, "usable_cpus", lambda: 1)  # a few workers are always allowed
+    monkeypatch.setattr(settings_module, "usable_cpus", lambda: 1)  # a few workers are always allowed
     TeacherConfig(num_workers=4).validate()
     with pytest.raises(ValueError, match="num_workers"):
         TeacherConfig(num_workers=5).validate()

@@ -45,10 +45,11 @@ def test_loss_options_reach_the_losses():
     from rkd_pml.training.config import DistillConfig
     from rkd_pml.training.objective import build_objective
 
-    cfg = DistillConfig(teacher="t", loss="darkrank", darkrank_alpha=2.0, darkrank_beta=1.5, darkrank_list_length=3)
+    cfg = DistillConfig(teacher="t", loss="darkrank",
+                        loss_options=dict(darkrank_alpha=2.0, darkrank_beta=1.5, darkrank_list_length=3))
     term = build_objective(cfg, 4, 8).distill_terms["distill"]
     assert (term.alpha, term.beta, term.list_length) == (2.0, 1.5, 3)
-    cfg = DistillConfig(teacher="t", distance_weight=0.5, angle_weight=3.0)
+    cfg = DistillConfig(teacher="t", loss_options=dict(distance_weight=0.5, angle_weight=3.0))
     terms = build_objective(cfg, 4, 8).distill_terms
     assert terms["rkd_distance"].distance_weight == 0.5 and terms["rkd_angle"].angle_weight == 3.0
     s, t = torch.randn(10, 4), torch.randn(10, 8)

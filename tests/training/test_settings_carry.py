@@ -32,7 +32,7 @@ def image_folder(root, classes=6, per_class=5, size=20, seed=0):
 def folder_teacher(tmp_path_factory):
     base = tmp_path_factory.mktemp("folder")
     root = image_folder(base / "imgs", classes=8)
-    assert main(["train-teacher", "--teacher", "resnet10t", "--embedding-dim", "8", "--dataset", "folder",
+    assert main(["train-teacher", "--model", "resnet10t", "--embedding-dim", "8", "--dataset", "folder",
                  "--root", str(root), "--image-size", "32", "--out", str(base / "t"), *TINY]) == 0
     return base
 
@@ -130,8 +130,9 @@ def test_a_resumed_run_config_must_hold_every_setting(teacher_dir, tmp_path):
 
 @pytest.mark.parametrize("changes, match", [
     (dict(lr=float("nan")), "lr must be a finite number"), (dict(lr_gamma=0.0), "lr_gamma"),
-    (dict(angle_weight=-1.0), "angle_weight"), (dict(distance_weight=float("inf")), "distance_weight"),
-    (dict(recall_ks=(2, 4)), "must include 1"), (dict(darkrank_list_length=0), "darkrank_list_length"),
+    (dict(loss_options={"angle_weight": -1.0}), "angle_weight"),
+    (dict(loss_options={"distance_weight": float("inf")}), "distance_weight"),
+    (dict(recall_ks=(2, 4)), "must include 1"), (dict(loss="darkrank", loss_options={"darkrank_list_length": 0}), "darkrank_list_length"),
 ])
 def test_settings_that_would_train_wrong_are_refused(changes, match):
     with pytest.raises(ValueError, match=match):

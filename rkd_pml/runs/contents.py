@@ -21,7 +21,7 @@ from typing import Iterable
 from ..files import is_temporary, remove_orphaned_temporaries
 from ..files.folders import RUN_MARKER as MARKER
 from ..files.paths import path_relation
-from .run_lock import LOCK_NAME, RunLock
+from .lock import LOCK_NAME, RunLock
 
 #: Files a run writes at its top level.
 RUN_FILES = frozenset({"config.json", "metrics.jsonl", "results.json", "recall.png"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -21,7 +22,37 @@ RECORDED = frozenset({"job", "package", "device_used", "teacher_sha256"})
 
 #: metadata keys of a setting
 HELP, CHOICES, FLAGS, METAVAR, RUNTIME, CLI, SHOWN = "help", "choices", "flags", "metavar", "runtime", "cli", "shown"
-LOW, HIGH, LIMIT = "low", "high", "limit"
+LOW, HIGH, LIMIT, ABOVE = "low", "high", "limit", "above"
+
+# Upper bounds of the counts and rates: far above any real run, low enough that a typo (an extra
+# zero, 1e23) is one error before any work instead of a run that exhausts the memory or never ends.
+#: epochs, steps per epoch, milestones, evaluation and checkpoint intervals
+MAX_STEPS = 10**7
+#: images per batch (a training batch is also at most the training images: checked on the data)
+MAX_BATCH = 2**20
+MAX_IMAGE_SIZE = 4096
+MAX_EMBEDDING_DIM = 2**16
+#: NumPy's RandomState takes seeds below 2**32
+MAX_SEED = 2**32 - 1
+#: learning rate (also after the milestones), weight decay, learning-rate factor
+MAX_RATE = 10.0
+#: loss weights, margins and the scales of a loss's options
+MAX_WEIGHT = 1e6
+MIN_WORKER_LIMIT = 4
+WORKER_LIMIT = f"{MIN_WORKER_LIMIT}, or the CPUs this process may use where more"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def worker_limit() -> int:
+    """The most data-loading worker processes (or CPU threads) a run may start."""
+    return max(MIN_WORKER_LIMIT, usable_cpus())
 
 
 def setting(
@@ -37,6 +68,7 @@ def setting(
     low: int | float | None = None,
     high: int | float | Callable[[], int] | None = None,
     limit: str | None = None,
+    above: int | float | None = None,
 ) -> Any:
     """A dataclass field with its help text, choices (a list or a function giving it), extra
     command-line ``flags`` (the first is the main one; default ``--field-name``), ``metavar``,
@@ -44,9 +76,12 @@ def setting(
     ``--help`` shows as its default when the default is resolved later (``shown``), and the
     inclusive bounds ``low``/``high`` of a number (of each item of a list; ``high`` may be a
     function, for a limit of this machine read when checked), with ``limit`` saying where
-    ``high`` comes from (see :func:`bound_error`)."""
+    ``high`` comes from, and ``above``: a bound the number must exceed (see :func:`bound_error`).
+    A dict default (a setting holding named values) is a fresh empty dict per instance."""
     meta = {HELP: help, CHOICES: choices, FLAGS: tuple(flags), METAVAR: metavar, RUNTIME: runtime, CLI: cli, SHOWN: shown,
-            LOW: low, HIGH: high, LIMIT: limit}
+            LOW: low, HIGH: high, LIMIT: limit, ABOVE: above}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -55,15 +90,19 @@ def bound_error(f: dataclasses.Field, value: Any) -> str | None:
     setting ``f``, else what is wrong, without the setting's name: ``"must be an integer from 0
     to 4294967295, got -1"``. Values that are not numbers are left to the type checks."""
     low, high = (b() if callable(b) else b for b in (f.metadata.get(LOW), f.metadata.get(HIGH)))
-    if low is None and high is None:
+    above = f.metadata.get(ABOVE)
+    if low is None and high is None and above is None:
         return None
     for item in value if isinstance(value, (list, tuple)) else (value,):
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             continue
-        if (low is not None and item < low) or (high is not None and item > high):
-            kind = "a number" if isinstance(item, float) or isinstance(high, float) or isinstance(low, float) else "an integer"
-            where = f"from {low} to {high}" if low is not None and high is not None else (
-                f"<= {high}" if low is None else f">= {low}")
+        if (low is not None and item < low) or (high is not None and item > high) or (above is not None and item <= above):
+            kind = "a number" if any(isinstance(b, float) for b in (item, high, low, above)) else "an integer"
+            if above is not None:
+                where = f"> {above}" + (f" and <= {high}" if high is not None else "")
+            else:
+                where = f"from {low} to {high}" if low is not None and high is not None else (
+                    f"<= {high}" if low is None else f">= {low}")
             note = f" ({f.metadata[LIMIT]})" if f.metadata.get(LIMIT) else ""
             items = " each" if isinstance(value, (list, tuple)) else ""
             return f"must{items} be {kind} {where}{note}, got {item!r}"
@@ -152,6 +191,10 @@ def check_value(name: str, value: Any, tp: Any, choices: Sequence[str] | None = 
         if choices is not None and value not in choices:
             raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         return value
+    if base is dict or typing.get_origin(base) is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{name} must be an object of named values, got {value!r}")
+        return dict(value)
     if typing.get_origin(base) is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list, got {value!r}")

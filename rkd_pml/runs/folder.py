@@ -4,7 +4,7 @@ Layout::
 
     OUT/
       .rkd-pml-run       marker: this directory is a run of rkd-pml (written at creation)
-      .rkd-pml-lock      lock held by the process running it (see :mod:`.run_lock`); removed
+      .rkd-pml-lock      lock held by the process running it (see :mod:`.lock`); removed
                          when that process lets go cleanly
       config.json        the full configuration of the run
       metrics.jsonl      one JSON record per epoch (loss, learning rate, Recall@K per split)
@@ -40,9 +40,9 @@ from ..files import (
     read_jsonl,
     to_json,
 )
-from . import run_contents
-from .run_contents import MARKER, check_inputs, recognise_run
-from .run_lock import LOCK_NAME, RunLock, RunLockedError
+from . import contents as run_contents
+from .contents import MARKER, check_inputs, recognise_run
+from .lock import LOCK_NAME, RunLock, RunLockedError
 
 
 def is_main_process() -> bool:
@@ -89,7 +89,7 @@ class RunDir:
           ``path`` may not be, contain or lie inside any of them (ValueError); those that do
           not exist (a timm model name) are ignored;
         * a directory that another process is running is refused with
-          :class:`~.run_lock.RunLockedError` naming it (pid and host).
+          :class:`~.lock.RunLockedError` naming it (pid and host).
 
         Under ``torchrun`` every rank calls it: rank 0 checks, prepares and locks, the others
         raise the same error when it fails.

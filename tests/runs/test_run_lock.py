@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import rkd_pml.files.lock as run_lock  # the lock alone: standard library only
-from rkd_pml.training.run_dir import RunDir
-from rkd_pml.training.run_lock import LOCK_NAME, RunLock, RunLockedError, read_holder
+from rkd_pml.runs import RunDir
+from rkd_pml.runs.lock import LOCK_NAME, RunLock, RunLockedError, read_holder
 
 # The holder imports the lock module alone (standard library only), so it starts in a moment.
 _HOLDER = textwrap.dedent(

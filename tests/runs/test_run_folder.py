@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rkd_pml.training.checkpoint import load_checkpoint, save_checkpoint
-from rkd_pml.training.run_dir import RunDir
+from rkd_pml.runs import RunDir
 
 
 def test_new_and_empty_directories_are_used(tmp_path):
@@ -219,7 +219,7 @@ def test_keep_metrics_and_appends_after_a_crash(tmp_path):
 
 
 def test_only_rank_zero_prepares_and_every_rank_shares_its_refusal(tmp_path, monkeypatch):
-    import rkd_pml.training.run_dir as run_dir
+    import rkd_pml.runs.folder as run_dir
 
     sent = []
     monkeypatch.setattr(run_dir, "_broadcast", lambda obj: sent.append(obj) or obj)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from .plot import plot_recall
-from .run_dir import is_main_process
+from .folder import is_main_process
 
 #: keys of a metrics record that are not scalars to chart
 NOT_SCALARS = ("epoch",)
