@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ._common import LoadOptions
+from .settings import DataSettings, resolve_data_settings
 from .base import ImageDataset
 
-DEFAULT_IMAGE_SIZE = 32
 
 
 class ArrayImageReader:
@@ -22,20 +21,19 @@ class ArrayImageReader:
         return Image.fromarray(self.images[index])
 
 
-def load_digits(
-    root: str | None = None, options: LoadOptions = LoadOptions()
-) -> tuple[ImageDataset, ImageDataset]:
+def load_digits(settings: DataSettings | None = None) -> tuple[ImageDataset, ImageDataset]:
     """``(train, test)``: digits 0-4 (labels 0-4) and 5-9 (labels 0-4, ``classes`` [5..9]).
 
-    The 8x8 images (ink values 0-16 scaled to 0-255) are upsampled to ``image_size``
-    (default 32). ``root`` is ignored: the data ships with scikit-learn.
+    The 8x8 images (ink values 0-16 scaled to 0-255) are upsampled to ``settings.image_size``
+    (default: the data set's defaults). The root is ignored: the data ships with scikit-learn.
     """
+    settings = settings or resolve_data_settings({"dataset": "digits"})
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     targets = bunch.target.astype(np.int64)
-    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
+    (train_tf, test_tf), mode = settings.transforms(), settings.mode
     reader = ArrayImageReader(images)
     splits = []
     for classes, transform, split in (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ._common import LoadOptions
+from .settings import DataSettings
 from .base import (
     ImageDataset,
     ZipImageReader,
@@ -22,21 +22,19 @@ from .base import (
     split_classes,
 )
 
-DEFAULT_IMAGE_SIZE = 32
 LAYOUT = "<alphabet>/<character>/<image>.png"
 
 
-def load_omniglot(
-    root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
-) -> tuple[ImageDataset, ImageDataset]:
-    """``(train, test)`` from an Omniglot folder or ``.zip`` at ``root`` (images are 1-bit PNGs,
-    converted to RGB or L); default image size 32."""
+def load_omniglot(settings: DataSettings) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)`` from an Omniglot folder or ``.zip`` at ``settings.root`` (images are
+    1-bit PNGs, converted to RGB or L)."""
+    root = settings.root
     if root is None:
         raise ValueError(f"omniglot needs root=: a folder or .zip in the layout {LAYOUT}")
     root = os.fspath(root)
     entries, reader, locate = _list_images(root)
     keys = _character_keys(root, entries)
-    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
+    (train_tf, test_tf), mode = settings.transforms(), settings.mode
     train_classes, test_classes = split_classes(set(keys))
     datasets = []
     for split, chosen, transform in (
