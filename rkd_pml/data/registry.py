@@ -15,7 +15,9 @@ from .standard import load_standard
 
 Loader = Callable[[DataSettings], "tuple[ImageDataset, ImageDataset]"]
 
-#: name -> loader(settings) -> (train, test); the names are those of :data:`.settings.DEFAULT_IMAGE_SIZES`
+#: name -> loader(settings) -> (train, test): the images of each split, read from ``settings.root``
+#: (and ``settings.test_root``) in ``settings.mode``, without transform (:func:`load_dataset` sets them);
+#: the names are those of :data:`.settings.DEFAULT_IMAGE_SIZES`
 DATASETS: dict[str, Loader] = {
     "digits": load_digits,
     "omniglot": load_omniglot,
@@ -75,4 +77,6 @@ def load_dataset(
             "image_size": image_size if image_size is not None or not model_size else tuple(int(s) for s in model_size[-2:]),
             "in_chans": in_chans if in_chans is not None or not model_size else int(model_size[0]),
         }, model_config=data_config)
-    return DATASETS[settings.dataset](settings)
+    train, test = DATASETS[settings.dataset](settings)
+    train.transform, test.transform = settings.transforms()
+    return train, test

@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from .settings import DataSettings
 from .base import ImageDataset, check_files_exist, read_image_file, remap_labels
+from .settings import DataSettings
 
 
 #: ``(paths, original class ids)`` of one split
@@ -89,9 +89,8 @@ def load_standard(settings: DataSettings) -> tuple[ImageDataset, ImageDataset]:
     if root is None:
         raise ValueError(f"{name} needs root=: the folder holding {_expected(top, files)}")
     base = os.path.join(_resolve_root(os.fspath(root), top, files, name), top)
-    (train_tf, test_tf), mode = settings.transforms(), settings.mode
     datasets = []
-    for split, transform in (("train", train_tf), ("test", test_tf)):
+    for split in ("train", "test"):
         try:
             paths, original = reader(base, split)
         except (ValueError, IndexError, KeyError) as exc:
@@ -102,7 +101,7 @@ def load_standard(settings: DataSettings) -> tuple[ImageDataset, ImageDataset]:
             raise ValueError(f"{base}: the {name} annotations list no image of the {split} split")
         check_files_exist(paths, f"the {name} annotations under {base}")
         labels, classes = remap_labels(original)
-        datasets.append(ImageDataset(paths, labels, classes, read_image_file, transform, mode, f"{name}-{split}"))
+        datasets.append(ImageDataset(paths, labels, classes, read_image_file, None, settings.mode, f"{name}-{split}"))
     return datasets[0], datasets[1]
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..data.batches import check_class_balance, split_validation
-from ..data.settings import DataSettings
+from ..data.settings import INHERITED, DataSettings, resolve_data_settings
 from ..distributed import session as dist
 from ..models import build_model, load_teacher
 from .checkpoint import seed_everything
@@ -35,7 +35,7 @@ from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, T
 from .logs import log
 from .loop import TrainingSetup, fit
 from .objective import build_objective, trainable_parameters
-from .resolve import resolve_data, resolve_m_per_class, resolve_val_fraction, training_data
+from .resolve import resolve_m_per_class, resolve_recall_ks, resolve_val_fraction, training_data
 from .run_dir import RunDir
 from .speed import check_precision
 
@@ -213,7 +213,8 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
     elif distilling and cfg.uses_teacher and cfg.teacher:
         teacher = load_teacher(cfg.teacher, device)
         recorded, source = teacher.training_data or {}, f"the teacher {cfg.teacher}"
-    cfg, data = resolve_data(cfg, recorded, source)
+    data = resolve_data_settings(cfg, recorded, source)
+    cfg = cfg.replace(**{name: getattr(data, name) for name in INHERITED}, recall_ks=resolve_recall_ks(cfg, data.dataset))
     seed_everything(cfg.seed)
     spec = cfg.student if distilling else cfg.model
     model = build_model(spec, cfg.embedding_dim, cfg.pretrained, cfg.weights, cfg.l2_normalize, data.in_chans,

@@ -8,28 +8,25 @@
 The data settings are one value, resolved by :func:`rkd_pml.data.settings.resolve_data_settings`
 (a given data setting that differs from the teacher's is honoured with one warning naming both
 values); this module resolves the training settings that follow from the data (Recall@K, the
-validation fraction, images per class) and writes the resolved data settings back into the
-run's config, so that ``config.json`` records them: none is left ``None``.
+validation fraction, images per class) and what a saved model records. A run's config gets the
+resolved values, so that ``config.json`` records them: none is left ``None``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..data.settings import INHERITED, DataSettings, SettingWarning, resolve_data_settings
+from ..data.settings import DataSettings, SettingWarning
 from .config import AUTO_VAL_FRACTION, TrainConfig
 
-__all__ = ["SettingWarning", "resolve_data", "resolve_m_per_class", "resolve_val_fraction", "training_data"]
+__all__ = ["SettingWarning", "resolve_recall_ks", "resolve_m_per_class", "resolve_val_fraction", "training_data"]
 
 
-def resolve_data(cfg: TrainConfig, recorded: dict[str, Any] | None = None, source: str = "") -> tuple[TrainConfig, DataSettings]:
-    """``(cfg, data)``: the data settings of ``cfg`` resolved (given > ``recorded`` > defaults)
-    and ``cfg`` with them and its Recall@K filled in (as ``config.json`` records them)."""
+def resolve_recall_ks(cfg: TrainConfig, dataset: str) -> tuple[int, ...]:
+    """The Ks of Recall@K: the given ones, else those usually reported on ``dataset``."""
     from ..data import recall_ks
 
-    data = resolve_data_settings(cfg, recorded, source)
-    ks = tuple(cfg.recall_ks) if cfg.recall_ks is not None else tuple(recall_ks(data.dataset))
-    return cfg.replace(**{name: getattr(data, name) for name in INHERITED}, recall_ks=ks), data
+    return tuple(cfg.recall_ks) if cfg.recall_ks is not None else tuple(recall_ks(dataset))
 
 
 def resolve_val_fraction(cfg: TrainConfig, train_labels: Any) -> TrainConfig:
