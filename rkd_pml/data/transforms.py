@@ -12,7 +12,8 @@ so a stored view can be replayed exactly (:mod:`rkd_pml.data.views`,
 - ``"paper"``: the RKD recipe scaled to the image size S: resize to (S*256/224, S*256/224),
   random S x S crop, horizontal flip (S = 224 gives the paper's 256 / 224);
 - ``"none"``: the test transform.
-The random draws come from Python's ``random`` (as timm's crop always did; the flip too).
+The random draws come from Python's ``random`` (as timm's crop always did; the flip too);
+:func:`build_view` gives the :class:`~rkd_pml.data.views.View` of a training transform.
 Test transforms: timm's eval transform (resize the shorter side to S / crop_pct, centre
 crop) for ``"random_resized_crop"`` and ``"none"``; for ``"paper"``, resize to
 (S*256/224, S*256/224) and centre crop, as the paper.

@@ -231,7 +231,7 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
         train_set = CachedViews(train_set, cache, seed=cfg.seed)  # checks the images and the view against the cache
     inputs = [cfg.root, cfg.test_root, cfg.weights, getattr(cfg, "teacher", None), getattr(cfg, "teacher_cache", None), spec]
     name = "student" if distilling else {"train-teacher": "teacher", "train-baseline": "baseline"}.get(cfg.job, "model")
-    records = run_records(device, teacher, cache)
+    records = {**run_records(device, teacher, cache), "data_settings": data.record()}
     run, cfg = open_run(cfg, f"runs/{cfg.job.split('-')[-1]}", inputs, records)
     try:
         model.training_data = training_data(cfg, data)

@@ -37,3 +37,14 @@ def test_a_model_saved_with_the_old_record_is_evaluated_the_same(teacher_dir, tm
     then = evaluate_saved(old, progress=False, device="cpu")
     assert "digits test: 896 images of 5 classes at 16 px, 3 channels, paper test transform" in capsys.readouterr().out
     assert then == now
+
+
+def test_the_run_records_its_data_settings_and_old_configs_still_read(teacher_dir):
+    from rkd_pml.training.config import config_from_dict
+
+    config = json.loads((Path(teacher_dir) / "config.json").read_text())
+    model_record = _model_config(teacher_dir)["training_data"]
+    assert config["data_settings"] == {k: model_record[k] for k in config["data_settings"]}
+    assert config["data_settings"]["image_size"] == config["image_size"] == 16
+    old = {k: v for k, v in config.items() if k != "data_settings"}  # a run of an earlier version
+    assert config_from_dict(old, "old config.json") == config_from_dict(config, "config.json")
