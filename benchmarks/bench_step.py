@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     import torch
 
     from rkd_pml.data.teacher_cache import choose_view
-    from rkd_pml.data.views import build_view
+    from rkd_pml.data.transforms import build_view
     from rkd_pml.losses import RKDLoss
     from rkd_pml.models import EmbeddingModel
 

@@ -17,8 +17,9 @@ import typing
 from typing import Any, Callable, Sequence
 
 #: keys a run's config.json records beside the settings (facts of the run, not settings):
-#: read back without complaint, never applied
-RECORDED = frozenset({"job", "package", "device_used", "teacher_sha256"})
+#: read back without complaint, never applied (``data_settings``: the run's resolved
+#: :class:`~rkd_pml.data.settings.DataSettings`, absent from runs of earlier versions)
+RECORDED = frozenset({"job", "package", "device_used", "teacher_sha256", "data_settings"})
 
 #: metadata keys of a setting
 HELP, CHOICES, FLAGS, METAVAR, RUNTIME, CLI, SHOWN = "help", "choices", "flags", "metavar", "runtime", "cli", "shown"

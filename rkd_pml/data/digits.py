@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 from PIL import Image
 
-from ._common import LoadOptions
 from .base import ImageDataset
+from .settings import DataSettings
 
-DEFAULT_IMAGE_SIZE = 32
 
 
 class ArrayImageReader:
@@ -22,29 +20,24 @@ class ArrayImageReader:
         return Image.fromarray(self.images[index])
 
 
-def load_digits(
-    root: str | None = None, options: LoadOptions = LoadOptions()
-) -> tuple[ImageDataset, ImageDataset]:
+def load_digits(settings: DataSettings) -> tuple[ImageDataset, ImageDataset]:
     """``(train, test)``: digits 0-4 (labels 0-4) and 5-9 (labels 0-4, ``classes`` [5..9]).
 
-    The 8x8 images (ink values 0-16 scaled to 0-255) are upsampled to ``image_size``
-    (default 32). ``root`` is ignored: the data ships with scikit-learn.
+    The 8x8 images (ink values 0-16 scaled to 0-255) in ``settings.mode``, resized by the
+    transforms :func:`~rkd_pml.data.load_dataset` sets. The root is ignored: the data ships with
+    scikit-learn.
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     targets = bunch.target.astype(np.int64)
-    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
     reader = ArrayImageReader(images)
     splits = []
-    for classes, transform, split in (
-        ((0, 1, 2, 3, 4), train_tf, "train"),
-        ((5, 6, 7, 8, 9), test_tf, "test"),
-    ):
+    for classes, split in (((0, 1, 2, 3, 4), "train"), ((5, 6, 7, 8, 9), "test")):
         index = np.flatnonzero(np.isin(targets, classes))
         labels = targets[index] - classes[0]
         splits.append(
-            ImageDataset(index.tolist(), labels, list(classes), reader, transform, mode, f"digits-{split}")
+            ImageDataset(index.tolist(), labels, list(classes), reader, None, settings.mode, f"digits-{split}")
         )
     return splits[0], splits[1]

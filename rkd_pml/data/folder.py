@@ -10,37 +10,34 @@ from __future__ import annotations
 
 import os
 
-from ._common import LoadOptions
 from .base import ImageDataset, is_image_name, read_image_file, remap_labels, split_classes
+from .settings import DataSettings
 
-DEFAULT_IMAGE_SIZE = 224
 
 
-def load_folder(
-    root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
-) -> tuple[ImageDataset, ImageDataset]:
-    """``(train, test)`` from ``root/<class>/<image>``; default image size 224."""
+def load_folder(settings: DataSettings) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)`` from ``settings.root``: ``root/<class>/<image>`` (and ``settings.test_root``)."""
+    root = settings.root
     if root is None:
         raise ValueError("folder needs root=: a directory laid out as root/<class>/<image>")
     root = os.fspath(root)
     by_class = scan_class_folders(root)
-    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
-    if options.test_root is None:
+    if settings.test_root is None:
         train_classes, test_classes = split_classes(by_class)
         splits = ((by_class, train_classes), (by_class, test_classes))
     else:
-        test_by_class = scan_class_folders(os.fspath(options.test_root))
-        for what, classes, where in (("training", by_class, root), ("test", test_by_class, options.test_root)):
+        test_by_class = scan_class_folders(os.fspath(settings.test_root))
+        for what, classes, where in (("training", by_class, root), ("test", test_by_class, settings.test_root)):
             if len(classes) < 2:
                 raise ValueError(f"{where}: the {what} split needs at least 2 class folders, found {len(classes)}")
         splits = ((by_class, sorted(by_class)), (test_by_class, sorted(test_by_class)))
     datasets = []
-    for split, (source, chosen), transform in zip(("train", "test"), splits, (train_tf, test_tf)):
+    for split, (source, chosen) in zip(("train", "test"), splits):
         pairs = [(c, path) for c in chosen for path in source[c]]
         labels, classes = remap_labels([c for c, _ in pairs])
         datasets.append(
             ImageDataset(
-                [p for _, p in pairs], labels, classes, read_image_file, transform, mode, f"folder-{split}"
+                [p for _, p in pairs], labels, classes, read_image_file, None, settings.mode, f"folder-{split}"
             )
         )
     return datasets[0], datasets[1]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ._common import LoadOptions
 from .base import (
     ImageDataset,
     ZipImageReader,
@@ -21,34 +20,29 @@ from .base import (
     remap_labels,
     split_classes,
 )
+from .settings import DataSettings
 
-DEFAULT_IMAGE_SIZE = 32
 LAYOUT = "<alphabet>/<character>/<image>.png"
 
 
-def load_omniglot(
-    root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
-) -> tuple[ImageDataset, ImageDataset]:
-    """``(train, test)`` from an Omniglot folder or ``.zip`` at ``root`` (images are 1-bit PNGs,
-    converted to RGB or L); default image size 32."""
+def load_omniglot(settings: DataSettings) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)`` from an Omniglot folder or ``.zip`` at ``settings.root`` (images are
+    1-bit PNGs, converted to RGB or L)."""
+    root = settings.root
     if root is None:
         raise ValueError(f"omniglot needs root=: a folder or .zip in the layout {LAYOUT}")
     root = os.fspath(root)
     entries, reader, locate = _list_images(root)
     keys = _character_keys(root, entries)
-    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
     train_classes, test_classes = split_classes(set(keys))
     datasets = []
-    for split, chosen, transform in (
-        ("train", set(train_classes), train_tf),
-        ("test", set(test_classes), test_tf),
-    ):
+    for split, chosen in (("train", set(train_classes)), ("test", set(test_classes))):
         picked = sorted((k, e) for k, e in zip(keys, entries, strict=True) if k in chosen)
         labels, classes = remap_labels([k for k, _ in picked])
         samples = [locate(e) for _, e in picked]
         datasets.append(
             ImageDataset(
-                samples, labels, ["/".join(c) for c in classes], reader, transform, mode, f"omniglot-{split}"
+                samples, labels, ["/".join(c) for c in classes], reader, None, settings.mode, f"omniglot-{split}"
             )
         )
     return datasets[0], datasets[1]

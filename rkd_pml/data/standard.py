@@ -22,10 +22,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ._common import LoadOptions
 from .base import ImageDataset, check_files_exist, read_image_file, remap_labels
+from .settings import DataSettings
 
-DEFAULT_IMAGE_SIZE = 224
 
 #: ``(paths, original class ids)`` of one split
 Listing = tuple[list[str], list[int]]
@@ -79,21 +78,19 @@ LAYOUTS: dict[str, tuple[Callable[[str, str], Listing], str, tuple[str, ...]]] =
 }
 
 
-def load_standard(
-    name: str, root: str | os.PathLike[str] | None = None, options: LoadOptions = LoadOptions()
-) -> tuple[ImageDataset, ImageDataset]:
-    """``(train, test)`` of ``name`` in ``LAYOUTS`` (default image size 224).
+def load_standard(settings: DataSettings) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)`` of ``settings.dataset``, a name in ``LAYOUTS``, under ``settings.root``.
 
     cub200: 5,864 / 5,924 images; cars196: 8,054 / 8,131; sop: 59,551 images of 11,318
     classes / 60,502 of 11,316.
     """
+    name, root = settings.dataset, settings.root
     reader, top, files = LAYOUTS[name]
     if root is None:
         raise ValueError(f"{name} needs root=: the folder holding {_expected(top, files)}")
     base = os.path.join(_resolve_root(os.fspath(root), top, files, name), top)
-    train_tf, test_tf, mode = options.transforms(DEFAULT_IMAGE_SIZE)
     datasets = []
-    for split, transform in (("train", train_tf), ("test", test_tf)):
+    for split in ("train", "test"):
         try:
             paths, original = reader(base, split)
         except (ValueError, IndexError, KeyError) as exc:
@@ -104,7 +101,7 @@ def load_standard(
             raise ValueError(f"{base}: the {name} annotations list no image of the {split} split")
         check_files_exist(paths, f"the {name} annotations under {base}")
         labels, classes = remap_labels(original)
-        datasets.append(ImageDataset(paths, labels, classes, read_image_file, transform, mode, f"{name}-{split}"))
+        datasets.append(ImageDataset(paths, labels, classes, read_image_file, None, settings.mode, f"{name}-{split}"))
     return datasets[0], datasets[1]
 
 

@@ -249,13 +249,12 @@ def build_teacher_cache_from_saved(
     """
     from ..models import EmbeddingModel
     from .registry import load_dataset
+    from .settings import resolve_data_settings
 
     teacher_dir = _saved_model_dir(teacher)
     model = EmbeddingModel.load(teacher_dir)
-    data_config = {k: v for k, v in _student_data_config(student).items() if k != "input_size"}
-    train_set, _ = load_dataset(
-        dataset, root=root, image_size=image_size, train_transform=train_transform, in_chans=3, data_config=data_config
-    )
+    given = dict(dataset=dataset, root=root, image_size=image_size, train_transform=train_transform, in_chans=3)
+    train_set, _ = load_dataset(resolve_data_settings(given, model_config=_student_data_config(student)))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return build_teacher_cache(

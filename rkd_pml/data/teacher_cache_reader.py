@@ -31,7 +31,8 @@ from .teacher_cache_format import (
     read_image,
 )
 from .teacher_cache_schema import read_manifest, read_params, read_samples
-from .views import View, build_view, view_of
+from .transforms import build_view
+from .views import View, view_of
 
 
 class TeacherCache:

@@ -12,7 +12,8 @@ so a stored view can be replayed exactly (:mod:`rkd_pml.data.views`,
 - ``"paper"``: the RKD recipe scaled to the image size S: resize to (S*256/224, S*256/224),
   random S x S crop, horizontal flip (S = 224 gives the paper's 256 / 224);
 - ``"none"``: the test transform.
-The random draws come from Python's ``random`` (as timm's crop always did; the flip too).
+The random draws come from Python's ``random`` (as timm's crop always did; the flip too);
+:func:`build_view` gives the :class:`~rkd_pml.data.views.View` of a training transform.
 Test transforms: timm's eval transform (resize the shorter side to S / crop_pct, centre
 crop) for ``"random_resized_crop"`` and ``"none"``; for ``"paper"``, resize to
 (S*256/224, S*256/224) and centre crop, as the paper.
@@ -28,7 +29,7 @@ from timm.data import create_transform
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms as T
 
-from .views import RandomView, View
+from .views import RandomView, View, view_of
 
 TRAIN_TRANSFORMS = ("random_resized_crop", "paper", "none")
 
@@ -114,6 +115,24 @@ def build_transforms(
     else:
         view = View("random_resized_crop", size, in_chans, interpolation, scale=tuple(scale))
     return T.Compose([RandomView(view)]), test
+
+
+def build_view(
+    image_size: int | tuple[int, int] | None = None,
+    *,
+    data_config: Mapping[str, Any] | None = None,
+    train_transform: str = "random_resized_crop",
+    in_chans: int | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+) -> View:
+    """The :class:`~rkd_pml.data.views.View` of ``build_transforms(...)``'s training transform
+    (same arguments)."""
+    train, _ = build_transforms(
+        image_size, data_config=data_config, train_transform=train_transform, in_chans=in_chans, scale=scale
+    )
+    view = view_of(train)
+    assert view is not None
+    return view
 
 
 def _timm(convert: ConvertImage, **kwargs: Any) -> T.Compose:

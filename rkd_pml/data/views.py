@@ -222,25 +222,6 @@ def view_of(transform: Any) -> View | None:
     return None
 
 
-def build_view(
-    image_size: int | tuple[int, int] | None = None,
-    *,
-    data_config: Mapping[str, Any] | None = None,
-    train_transform: str = "random_resized_crop",
-    in_chans: int | None = None,
-    scale: tuple[float, float] = (0.08, 1.0),
-) -> View:
-    """The :class:`View` of ``build_transforms(...)``'s training transform (same arguments)."""
-    from .transforms import build_transforms
-
-    train, _ = build_transforms(
-        image_size, data_config=data_config, train_transform=train_transform, in_chans=in_chans, scale=scale
-    )
-    view = view_of(train)
-    assert view is not None
-    return view
-
-
 def _as_ints(params: Sequence[float] | np.ndarray | Tensor) -> list[int]:
     values = np.asarray(params.tolist() if isinstance(params, Tensor) else params, dtype=np.float64).reshape(-1)
     if values.shape != (NUM_PARAMS,) or not np.all(np.isfinite(values)):

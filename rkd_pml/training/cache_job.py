@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.settings import resolve_data_settings
 from ..models import build_model, load_teacher
-from .config import (MAX_BATCH, MAX_IMAGE_SIZE, MAX_SEED, MAX_VIEWS, PRECISIONS, TRANSFORMS, WORKER_LIMIT, DistillConfig,
+from .config import (MAX_BATCH, MAX_IMAGE_SIZE, MAX_SEED, MAX_VIEWS, PRECISIONS, TRANSFORMS, WORKER_LIMIT,
                      _datasets, worker_limit)
 from .jobs import resolve_device
-from .resolve import inherit_data_settings, resolve_data_defaults
 from ..settings import setting
 from .speed import AUTOCAST_DTYPES, check_precision
 
@@ -61,17 +61,12 @@ def build_cache(cfg: TeacherCacheConfig) -> Path:
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     teacher = load_teacher(cfg.teacher, device)
-    settings = DistillConfig(teacher=cfg.teacher, student=cfg.student, dataset=cfg.dataset, root=cfg.root,
-                             image_size=cfg.image_size, in_chans=cfg.in_chans, train_transform=cfg.train_transform)
-    settings = resolve_data_defaults(inherit_data_settings(settings, teacher.training_data or {}, f"the teacher {cfg.teacher}"))
-    student = build_model(settings.student, 8, in_chans=settings.in_chans)  # for its data config only
-    data_config = {k: v for k, v in student.data_config.items() if k != "input_size"}
-    train_set, _ = load_dataset(settings.dataset, root=settings.root, image_size=settings.image_size,
-                                train_transform=settings.train_transform, in_chans=settings.in_chans,
-                                data_config=data_config, test_root=settings.test_root)
+    data = resolve_data_settings(cfg, teacher.training_data or {}, f"the teacher {cfg.teacher}")
+    student = build_model(cfg.student, 8, in_chans=data.in_chans)  # for its data config only
+    train_set, _ = load_dataset(data.for_model(student.data_config))
     return build_teacher_cache(
         teacher, train_set, cfg.views, cfg.out, seed=cfg.seed, batch_size=cfg.batch_size, device=device,
-        progress=cfg.progress, overwrite=cfg.overwrite, root=settings.root, num_workers=cfg.num_workers,
+        progress=cfg.progress, overwrite=cfg.overwrite, root=data.root, num_workers=cfg.num_workers,
         autocast_dtype=AUTOCAST_DTYPES.get(cfg.precision), teacher_source=str(cfg.teacher),
-        inputs={"the test data root": settings.test_root, "the student": settings.student},
+        inputs={"the test data root": data.test_root, "the student": cfg.student},
     )

@@ -9,13 +9,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..data.settings import DataSettings, resolve_data_settings
 from ..files import one_line
 from ..models import EmbeddingModel, find_saved_model
 from ..models.embedding import WEIGHTS_NAME
 from .config import TrainConfig
 from .jobs import resolve_device
 from ..runs.logs import log
-from .resolve import inherit_data_settings, resolve_data_defaults
 from ..runs.contents import recognise_run
 from .speed import autocast, check_precision
 
@@ -66,18 +66,18 @@ def evaluate_saved(
     if gallery_folder is not None:
         gallery = _prepared(gallery_folder, gallery_net, dev, split, role="as the gallery", dataset=query.settings.dataset,
                             root=query.settings.root, test_root=query.settings.test_root,
-                            recall_ks=query.settings.recall_ks)
+                            recall_ks=query.recall_ks)
         if gallery.data.samples != query.data.samples or not np.array_equal(gallery.data.labels, query.data.labels):
             raise ValueError(f"--gallery-model {gallery_folder}: its {split} split does not hold the model's images "
                              "in the same order")
     if gallery is None:
         with autocast(query.precision, dev):
-            return evaluate(model, query.data, ks=query.settings.recall_ks, batch_size=batch_size, device=dev,
+            return evaluate(model, query.data, ks=query.recall_ks, batch_size=batch_size, device=dev,
                             progress=progress, num_workers=num_workers)
     # each model embeds at its own precision; the searches run at full precision
     embeddings, labels = query.embed(embed, batch_size, progress, num_workers)
     gallery_embeddings = gallery.embed(embed, batch_size, progress, num_workers)[0]
-    return evaluate_embeddings(embeddings, labels, ks=query.settings.recall_ks, device=dev,
+    return evaluate_embeddings(embeddings, labels, ks=query.recall_ks, device=dev,
                                gallery_embeddings=gallery_embeddings)
 
 
@@ -87,7 +87,8 @@ class _Prepared:
 
     folder: Path
     model: EmbeddingModel
-    settings: TrainConfig
+    settings: DataSettings
+    recall_ks: tuple[int, ...]
     precision: str
     data: Any
     device: Any
@@ -98,32 +99,27 @@ class _Prepared:
             return embed(self.model, self.data, batch_size, self.device, progress, num_workers)
 
 
-def _prepared(folder: Path, model: EmbeddingModel, dev: Any, split: str, role: str = "", **given: Any) -> _Prepared:
+def _prepared(folder: Path, model: EmbeddingModel, dev: Any, split: str, role: str = "",
+              recall_ks: tuple[int, ...] | None = None, **given: Any) -> _Prepared:
     """``model`` (loaded from ``folder``) with the ``split`` of its data, the ``given`` data
     settings completed from the model's record, then the data set's defaults. ``role``: said
     after the model's name in the log line ("as the gallery")."""
-    from ..data import load_dataset
+    from ..data import load_dataset, recall_ks as usual_ks
 
     recorded = model.training_data or {}
-    settings = TrainConfig(**given, train_transform=recorded.get("train_transform", "paper"))
-    settings.validate()
-    settings = inherit_data_settings(settings, recorded, f"the model {folder}")
-    if settings.recall_ks is None and recorded.get("recall_ks") and settings.dataset == recorded.get("dataset"):
-        settings = settings.replace(recall_ks=tuple(recorded["recall_ks"]))
-    settings = resolve_data_defaults(settings)
+    TrainConfig(**given, recall_ks=recall_ks).validate()  # the given values, checked as for training
+    data = resolve_data_settings({**given, "train_transform": recorded.get("train_transform", "paper")}, recorded,
+                                 f"the model {folder}", model.data_config)
+    if recall_ks is None and recorded.get("recall_ks") and given.get("dataset") in (None, recorded.get("dataset")):
+        recall_ks = tuple(recorded["recall_ks"])
     precision = recorded.get("precision", "fp32")
     check_precision(precision, dev)
-    data_config = {k: v for k, v in model.data_config.items() if k != "input_size"}
-    train_set, test_set = load_dataset(
-        settings.dataset, root=settings.root, image_size=settings.image_size, train_transform="none",
-        in_chans=settings.in_chans, data_config=data_config, test_transform=settings.test_transform,
-        test_root=settings.test_root,
-    )
-    data = test_set if split == "test" else train_set.subset(np.unique(train_set.labels).tolist(), transform=test_set.transform)
-    log(f"evaluating {folder}{role and ' ' + role} on {settings.dataset} {split}: {len(data)} images of "
-        f"{len(np.unique(np.asarray(data.labels)))} classes at {settings.image_size} px, "
-        f"{settings.in_chans} channels, {settings.test_transform} test transform, {precision}")
-    return _Prepared(folder, model, settings, precision, data, dev)
+    train_set, test_set = load_dataset(data.replace(train_transform="none"))
+    images = test_set if split == "test" else train_set.subset(np.unique(train_set.labels).tolist(), transform=test_set.transform)
+    log(f"evaluating {folder}{role and ' ' + role} on {data.dataset} {split}: {len(images)} images of "
+        f"{len(np.unique(np.asarray(images.labels)))} classes at {data.image_size} px, "
+        f"{data.in_chans} channels, {data.test_transform} test transform, {precision}")
+    return _Prepared(folder, model, data, recall_ks or usual_ks(data.dataset), precision, images, dev)
 
 
 @dataclass

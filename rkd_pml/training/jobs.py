@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from ..data.batches import check_class_balance, split_validation
+from ..data.settings import INHERITED, DataSettings, resolve_data_settings
 from ..distributed import session as dist
 from ..models import build_model, load_teacher
 from .checkpoint import seed_everything
 from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, TripletConfig, config_differences, config_from_dict
 from .loop import TrainingSetup, fit
 from .objective import build_objective, trainable_parameters
-from .resolve import inherit_data_settings, resolve_data_defaults, resolve_m_per_class, resolve_val_fraction, training_data
+from .resolve import resolve_m_per_class, resolve_recall_ks, resolve_val_fraction, training_data
 from ..runs import RunDir, log
 from .speed import check_precision
 
@@ -80,16 +81,13 @@ def run_records(device: torch.device, teacher: Any = None, cache: Any = None) ->
     return records
 
 
-def load_splits(cfg: TrainConfig, model) -> tuple[Any, dict[str, Any], TrainConfig]:
-    """``(train_set, eval_sets, cfg)``: eval_sets = {"val": ..., "test": ...} (val where there is
-    one); ``cfg`` with the validation fraction and images per class resolved and checked."""
+def load_splits(cfg: TrainConfig, data: DataSettings) -> tuple[Any, dict[str, Any], TrainConfig]:
+    """``(train_set, eval_sets, cfg)`` of the data ``data`` describes: eval_sets = {"val": ...,
+    "test": ...} (val where there is one); ``cfg`` with the validation fraction and images per
+    class resolved and checked."""
     from ..data import load_dataset
 
-    data_config = {k: v for k, v in model.data_config.items() if k != "input_size"}
-    train_set, test_set = load_dataset(
-        cfg.dataset, root=cfg.root, image_size=cfg.image_size, train_transform=cfg.train_transform,
-        in_chans=cfg.in_chans, data_config=data_config, test_transform=cfg.test_transform, test_root=cfg.test_root,
-    )
+    train_set, test_set = load_dataset(data)
     cfg = resolve_val_fraction(cfg, train_set.labels)
     eval_sets = {}
     if cfg.val_fraction > 0:
@@ -206,21 +204,24 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
         raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
     distilling = isinstance(cfg, DistillConfig)
     teacher = cache = None
+    recorded, source = {}, ""
     # everything that can fail on bad input happens before the run directory is created
     if distilling and cfg.uses_teacher and cfg.teacher_cache:
         cache = open_teacher_cache(cfg, device)
-        cfg = inherit_data_settings(cfg, cache_data_settings(cache), f"the teacher cache {cfg.teacher_cache}")
+        recorded, source = cache_data_settings(cache), f"the teacher cache {cfg.teacher_cache}"
     elif distilling and cfg.uses_teacher and cfg.teacher:
         teacher = load_teacher(cfg.teacher, device)
-        cfg = inherit_data_settings(cfg, teacher.training_data or {}, f"the teacher {cfg.teacher}")
-    cfg = resolve_data_defaults(cfg)
+        recorded, source = teacher.training_data or {}, f"the teacher {cfg.teacher}"
+    data = resolve_data_settings(cfg, recorded, source)
+    cfg = cfg.replace(**{name: getattr(data, name) for name in INHERITED}, recall_ks=resolve_recall_ks(cfg, data.dataset))
     seed_everything(cfg.seed)
     spec = cfg.student if distilling else cfg.model
-    model = build_model(spec, cfg.embedding_dim, cfg.pretrained, cfg.weights, cfg.l2_normalize, cfg.in_chans,
+    model = build_model(spec, cfg.embedding_dim, cfg.pretrained, cfg.weights, cfg.l2_normalize, data.in_chans,
                         flag="--student" if distilling else type(cfg).flag_names.get("model", "--model")).to(device)
-    train_set, eval_sets, cfg = load_splits(cfg, model)
+    data = data.for_model(model.data_config)  # the interpolation and crop of the model the images feed
+    train_set, eval_sets, cfg = load_splits(cfg, data)
     check_forward({"student" if distilling else "model": model, **({"teacher": teacher} if teacher is not None else {})},
-                  cfg.image_size, cfg.in_chans, device)
+                  data.image_size, data.in_chans, device)
     teacher_dim = cache.embedding_dim if cache is not None else teacher.embedding_dim if teacher is not None else None
     objective = build_objective(cfg, student_dim=model.embedding_dim, teacher_dim=teacher_dim).to(device)
     if cache is not None:
@@ -229,17 +230,17 @@ def _run(cfg: TrainConfig, ctx: dist.DistributedContext) -> dict[str, Any]:
         train_set = CachedViews(train_set, cache, seed=cfg.seed)  # checks the images and the view against the cache
     inputs = [cfg.root, cfg.test_root, cfg.weights, getattr(cfg, "teacher", None), getattr(cfg, "teacher_cache", None), spec]
     name = "student" if distilling else {"train-teacher": "teacher", "train-baseline": "baseline"}.get(cfg.job, "model")
-    records = run_records(device, teacher, cache)
+    records = {**run_records(device, teacher, cache), "data_settings": data.record()}
     run, cfg = open_run(cfg, f"runs/{cfg.job.split('-')[-1]}", inputs, records)
     try:
-        model.training_data = training_data(cfg)
+        model.training_data = training_data(cfg, data)
         optimizer = torch.optim.Adam(trainable_parameters(model, objective), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
         source = (f"{teacher.model_name}-{teacher.embedding_dim} -> " if teacher is not None else
                   f"cached {cache.manifest['teacher'].get('model_name')}-{cache.embedding_dim} -> " if cache is not None else "")
         what = source + f"{model.model_name}-{model.embedding_dim} (L2 {model.l2_normalize})"
         loss = f", loss {cfg.loss if isinstance(cfg.loss, str) else type(cfg.loss).__name__}" if distilling else ""
-        log(f"[{name}] {what}{loss} on {cfg.dataset} at {cfg.image_size} px ({cfg.precision}): "
+        log(f"[{name}] {what}{loss} on {data.dataset} at {data.image_size} px ({cfg.precision}): "
             f"{_describe_data(train_set, eval_sets)}; device {device}"
             f"{f' x {ctx.world_size} processes ({ctx.backend})' if ctx.enabled else ''}; out {run.path}")
         setup = TrainingSetup(cfg=cfg, model=model, objective=objective, optimizer=optimizer, scheduler=scheduler,

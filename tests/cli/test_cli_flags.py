@@ -94,11 +94,11 @@ def test_a_flag_value_of_the_wrong_type_names_the_flag(capsys):
 def test_the_cli_and_load_dataset_agree_on_the_default_training_transform():
     import inspect
 
-    from rkd_pml.data import LoadOptions, load_dataset
+    from rkd_pml.data import DataSettings, load_dataset
 
     default = DistillConfig().train_transform
     assert inspect.signature(load_dataset).parameters["train_transform"].default == default
-    assert LoadOptions().train_transform == default == TeacherConfig().train_transform
+    assert DataSettings("digits", 32).train_transform == default == TeacherConfig().train_transform
 
 
 def test_the_demo_suggests_only_flags_it_has(tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rkd_pml.data import DATASETS, LoadOptions, load_dataset, recall_ks
+from rkd_pml.data import DATASETS, DataSettings, load_dataset, recall_ks
 from rkd_pml.models import EmbeddingModel
 
 
@@ -22,4 +22,6 @@ def test_image_size_and_channels_follow_the_model_unless_given():
     assert train[0][0].shape == (1, 40, 40) and test[0][0].shape == (1, 40, 40)
     train, _ = load_dataset("digits", data_config=model.data_config, image_size=24, in_chans=3)
     assert train[0][0].shape == (3, 24, 24)
-    assert DATASETS["digits"](None, LoadOptions(image_size=16))[1][0][0].shape == (3, 16, 16)
+    assert load_dataset(DataSettings("digits", 16))[1][0][0].shape == (3, 16, 16)
+    untransformed = DATASETS["digits"](DataSettings("digits", 16, in_chans=1))[1]
+    assert untransformed.transform is None and untransformed[0][0].mode == "L" and untransformed[0][0].size == (8, 8)

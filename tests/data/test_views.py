@@ -12,7 +12,8 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from rkd_pml.data.transforms import build_transforms
-from rkd_pml.data.views import NUM_PARAMS, RandomView, View, build_view, view_of
+from rkd_pml.data.transforms import build_view
+from rkd_pml.data.views import NUM_PARAMS, RandomView, View, view_of
 
 
 def _image(width=50, height=40, seed=0, mode="RGB"):

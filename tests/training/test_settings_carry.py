@@ -189,15 +189,15 @@ def test_another_data_set_does_not_inherit_the_recorded_roots(tmp_path):
     must not pick them up (it would read the omniglot archive as a folder data set)."""
     import warnings
 
+    from rkd_pml.data.settings import resolve_data_settings
     from rkd_pml.training.config import TrainConfig
-    from rkd_pml.training.resolve import inherit_data_settings
 
     recorded = {"dataset": "omniglot", "root": str(tmp_path / "omniglot.zip"), "test_root": None,
                 "image_size": 32, "in_chans": 1, "test_transform": "paper"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        other = inherit_data_settings(TrainConfig(dataset="folder"), recorded, "the teacher T")
-        same = inherit_data_settings(TrainConfig(dataset="omniglot"), recorded, "the teacher T")
-        unset = inherit_data_settings(TrainConfig(), recorded, "the teacher T")
+        other = resolve_data_settings(TrainConfig(dataset="folder"), recorded, "the teacher T")
+        same = resolve_data_settings(TrainConfig(dataset="omniglot"), recorded, "the teacher T")
+        unset = resolve_data_settings(TrainConfig(), recorded, "the teacher T")
     assert other.root is None and (other.dataset, other.image_size, other.in_chans) == ("folder", 32, 1)
     assert same.root == recorded["root"] and unset.root == recorded["root"] and unset.dataset == "omniglot"
