@@ -23,7 +23,9 @@ RECORDED = frozenset({"job", "package", "device_used", "teacher_sha256", "data_s
 
 #: metadata keys of a setting
 HELP, CHOICES, FLAGS, METAVAR, RUNTIME, CLI, SHOWN = "help", "choices", "flags", "metavar", "runtime", "cli", "shown"
-LOW, HIGH, LIMIT, ABOVE = "low", "high", "limit", "above"
+LOW, HIGH, LIMIT, ABOVE, ABSENT = "low", "high", "limit", "above", "absent"
+#: ``setting(absent=...)`` not given: the setting must be in every saved config
+_NOT_GIVEN = object()
 
 # Upper bounds of the counts and rates: far above any real run, low enough that a typo (an extra
 # zero, 1e23) is one error before any work instead of a run that exhausts the memory or never ends.
@@ -70,6 +72,7 @@ def setting(
     high: int | float | Callable[[], int] | None = None,
     limit: str | None = None,
     above: int | float | None = None,
+    absent: Any = _NOT_GIVEN,
 ) -> Any:
     """A dataclass field with its help text, choices (a list or a function giving it), extra
     command-line ``flags`` (the first is the main one; default ``--field-name``), ``metavar``,
@@ -78,9 +81,11 @@ def setting(
     inclusive bounds ``low``/``high`` of a number (of each item of a list; ``high`` may be a
     function, for a limit of this machine read when checked), with ``limit`` saying where
     ``high`` comes from, and ``above``: a bound the number must exceed (see :func:`bound_error`).
+    ``absent``: for a setting added after runs were saved without it, the value such a saved
+    config means (a setting without it must be in every saved config).
     A dict default (a setting holding named values) is a fresh empty dict per instance."""
     meta = {HELP: help, CHOICES: choices, FLAGS: tuple(flags), METAVAR: metavar, RUNTIME: runtime, CLI: cli, SHOWN: shown,
-            LOW: low, HIGH: high, LIMIT: limit, ABOVE: above}
+            LOW: low, HIGH: high, LIMIT: limit, ABOVE: above, ABSENT: absent}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -223,10 +228,11 @@ def from_mapping(cls: type, data: dict[str, Any], source: str, complete: bool = 
     if unknown:
         raise ValueError(f"{source}: unknown setting {unknown[0]!r} for {getattr(cls, 'job', cls.__name__)}")
     if complete:
-        missing = sorted(set(fields) - set(data))
+        missing = sorted(k for k in set(fields) - set(data) if fields[k].metadata.get(ABSENT, _NOT_GIVEN) is _NOT_GIVEN)
         if missing:
             raise ValueError(f"{source}: lacks the setting {missing[0]!r} (it was written by another version?)")
-    kwargs = {}
+    kwargs = {k: f.metadata[ABSENT] for k, f in fields.items()
+              if complete and k not in data and f.metadata.get(ABSENT, _NOT_GIVEN) is not _NOT_GIVEN}
     for key, value in data.items():
         if key in fields:
             try:

@@ -3,6 +3,7 @@ losses users compare RKD with (PKT, SP, CC, relaxed contrastive), the prototypic
 few-shot setting, and the registry of distillation losses by name."""
 
 from .base import DistillationLoss
+from .compatibility import EmbeddingCompatibilityLoss
 from .correlation_congruence import CorrelationCongruenceLoss
 from .darkrank import DarkRankLoss
 from .fitnet import FitNetEmbeddingLoss
@@ -19,6 +20,7 @@ __all__ = [
     "CorrelationCongruenceLoss",
     "DarkRankLoss",
     "DistillationLoss",
+    "EmbeddingCompatibilityLoss",
     "FitNetEmbeddingLoss",
     "PKTLoss",
     "PrototypicalLoss",

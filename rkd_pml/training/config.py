@@ -265,6 +265,12 @@ class DistillConfig(TrainConfig):
     loss_options: dict[str, Any] = setting({}, "options of the loss by name, declared by the loss (each is a flag too)",
                                            cli=False)
     distill_weight: float = setting(1.0, "multiplier of the whole distillation loss", metavar="W", high=MAX_WEIGHT)
+    compat_weight: float = setting(
+        0.0, "weight of a coordinate term mean ||s_i - t_i||^2 between the student's and the teacher's embeddings "
+        "as each model outputs them, added to the distillation loss so the student's queries can search a "
+        "teacher-indexed gallery (needs --embedding-dim equal to the teacher's; 0: off)", metavar="W", high=MAX_WEIGHT,
+        absent=0.0,
+    )
     #: None, "triplet" or a PML loss object
     student_metric_loss: Any = setting(None, "a metric loss on the student too", choices=("triplet",))
     student_metric_weight: float = setting(1.0, "weight of the student's metric loss", metavar="W", high=MAX_WEIGHT)
@@ -299,8 +305,11 @@ class DistillConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         _at_least("embedding_dim", self.embedding_dim, 1)
-        for name in ("distill_weight", "student_metric_weight", "margin"):
+        for name in ("distill_weight", "compat_weight", "student_metric_weight", "margin"):
             _non_negative(name, getattr(self, name))
+        if self.compat_weight > 0 and not self.uses_teacher:
+            raise ValueError(f"compat_weight ({self.compat_weight}) pulls the student onto the teacher's embeddings: "
+                             f"it needs a distillation loss, not loss={self.loss!r}")
         if isinstance(self.loss, str) and self.loss.lower() not in _losses():
             raise ValueError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(_losses())}")
         check_loss_options(self.loss, self.loss_options)

@@ -3,7 +3,8 @@
 :class:`Objective` is a weighted sum of named terms: an optional PML metric loss (with its
 miner) on the trained model's embeddings, and distillation terms that receive the frozen
 teacher's embeddings of the same batch as ``ref_emb``. Each term is logged on its own
-(``triplet``, ``rkd_distance``, ``rkd_angle``, ``fitnet``, ...). :func:`build_objective`
+(``triplet``, ``rkd_distance``, ``rkd_angle``, ``fitnet``, ..., ``compat``: the coordinate term
+of a student trained to search its teacher's index, see :func:`build_objective`). :func:`build_objective`
 turns a job's config into one, reading distillation losses from the registry in
 :mod:`rkd_pml.losses.registry`. A loss with learnable parameters (FitNet's map) is a
 sub-module of the objective, so its parameters reach the optimizer and the checkpoints.
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from .._pml import AvgNonZeroReducer, DistanceWeightedMiner, MeanReducer, TripletMarginLoss
 from ..losses import RKDLoss
+from ..losses.compatibility import EmbeddingCompatibilityLoss
 from ..losses.registry import NO_DISTILLATION, build_distillation_loss
 
 
@@ -57,7 +59,8 @@ def split_rkd_terms(loss: nn.Module) -> dict[str, nn.Module]:
 
 
 class Objective(nn.Module):
-    """``metric_weight * metric_loss + distill_weight * sum(distill_terms)`` for one batch.
+    """``metric_weight * metric_loss + sum(weight_k * distill_terms[k])`` for one batch, with
+    ``weight_k = term_weights.get(k, distill_weight)``.
 
     Args:
         metric_loss: PML loss on the trained model's embeddings (labels used), or None;
@@ -65,6 +68,8 @@ class Objective(nn.Module):
         miner: PML miner whose tuples feed ``metric_loss``, or None (all tuples).
         distill_terms: name -> loss called as ``loss(emb, labels, None, ref_emb=teacher_emb)``.
         metric_weight, distill_weight: weights of the two groups.
+        term_weights: name -> weight of a distillation term weighted on its own (instead of
+            ``distill_weight``).
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class Objective(nn.Module):
         metric_weight: float = 1.0,
         distill_weight: float = 1.0,
         metric_name: str = "triplet",
+        term_weights: dict[str, float] | None = None,
     ):
         super().__init__()
         if metric_loss is None and not distill_terms:
@@ -85,6 +91,10 @@ class Objective(nn.Module):
         self.metric_weight = float(metric_weight)
         self.distill_weight = float(distill_weight)
         self.metric_name = metric_name
+        self.term_weights = {str(k): float(v) for k, v in (term_weights or {}).items()}
+        unknown = sorted(set(self.term_weights) - set(self.distill_terms))
+        if unknown:
+            raise ValueError(f"term_weights name no distillation term: {unknown}")
 
     @property
     def needs_teacher(self) -> bool:
@@ -115,7 +125,7 @@ class Objective(nn.Module):
                 raise ValueError("this objective distils: pass the teacher's embeddings of the batch")
             for name in self.distill_terms:
                 term = fns[name](embeddings, labels, None, ref_emb=teacher_embeddings)
-                total = total + self.distill_weight * term
+                total = total + self.term_weights.get(name, self.distill_weight) * term
                 parts[name] = float(term.detach()) / scale
         parts["loss"] = float(total.detach()) / scale
         return total, parts
@@ -126,7 +136,13 @@ def build_objective(cfg: Any, student_dim: int, teacher_dim: int | None = None) 
 
     * :class:`~rkd_pml.training.config.TripletConfig`: triplet loss on mined triplets.
     * :class:`~rkd_pml.training.config.DistillConfig`: the distillation loss ``cfg.loss`` (a
-      registered name or a loss object), plus ``cfg.student_metric_loss`` when given.
+      registered name or a loss object), plus ``cfg.student_metric_loss`` when given, plus, when
+      ``cfg.compat_weight > 0``, the term ``compat``: ``compat_weight * mean_i ||s_i - t_i||^2``
+      (:class:`~rkd_pml.losses.compatibility.EmbeddingCompatibilityLoss`, weighted by
+      ``compat_weight`` alone) on the embeddings as the two models output them, which is what
+      cross-model retrieval compares (a teacher-indexed gallery searched with the student's
+      queries). It needs the student's width equal to the teacher's: ValueError otherwise,
+      before any run directory exists.
     """
     from .config import DistillConfig, TripletConfig
 
@@ -134,7 +150,7 @@ def build_objective(cfg: Any, student_dim: int, teacher_dim: int | None = None) 
         return Objective(metric_loss=build_triplet_loss(cfg.margin, cfg.triplet_reduction), miner=build_miner(cfg.miner))
     if not isinstance(cfg, DistillConfig):
         raise TypeError(f"no objective for {type(cfg).__name__}")
-    terms = None
+    terms, term_weights = None, None
     if cfg.uses_teacher:
         if teacher_dim is None:
             raise ValueError("distillation needs the teacher's embedding width")
@@ -142,6 +158,11 @@ def build_objective(cfg: Any, student_dim: int, teacher_dim: int | None = None) 
             build_distillation_loss(cfg.loss, cfg.loss_options, student_dim, teacher_dim)
         )
         terms = split_rkd_terms(loss)
+        compat = float(getattr(cfg, "compat_weight", 0.0) or 0.0)
+        if compat > 0:
+            check_compatible_widths(compat, student_dim, teacher_dim)
+            terms["compat"] = EmbeddingCompatibilityLoss()
+            term_weights = {"compat": compat}
     metric, weight = cfg.student_metric_loss, cfg.student_metric_weight
     if not cfg.uses_teacher and metric is None:
         metric, weight = NO_DISTILLATION, 1.0
@@ -151,7 +172,15 @@ def build_objective(cfg: Any, student_dim: int, teacher_dim: int | None = None) 
         metric = build_triplet_loss(cfg.margin, cfg.triplet_reduction)
     miner = build_miner(cfg.student_miner) if metric is not None else None
     name = "triplet" if isinstance(metric, TripletMarginLoss) else "metric"
-    return Objective(metric, miner, terms, weight, cfg.distill_weight, metric_name=name)
+    return Objective(metric, miner, terms, weight, cfg.distill_weight, metric_name=name, term_weights=term_weights)
+
+
+def check_compatible_widths(compat_weight: float, student_dim: int, teacher_dim: int) -> None:
+    """ValueError, one line naming the setting and both widths, unless the student's embedding is
+    as wide as the teacher's (the compatibility term compares coordinates, with no map)."""
+    if int(student_dim) != int(teacher_dim):
+        raise ValueError(f"compat_weight ({compat_weight}) pulls the student onto the teacher's embeddings: "
+                         f"embedding_dim ({student_dim}) must equal the teacher's width ({teacher_dim})")
 
 
 def trainable_parameters(*modules: nn.Module) -> list[torch.nn.Parameter]:

@@ -106,3 +106,14 @@ def test_a_quoted_boolean_says_what_is_wrong():
     assert str(info.value) == 'pretrained must be true or false, a boolean, not the string "false": remove the quotes'
     with pytest.raises(ValueError, match=r"^pretrained must be true or false, got 0$"):
         check_value("pretrained", 0, bool)
+
+
+def test_a_saved_config_may_lack_only_settings_that_declare_what_absence_means():
+    from rkd_pml.training.config import DistillConfig, config_from_dict
+
+    saved = DistillConfig(teacher="t").to_dict()
+    del saved["compat_weight"]  # added after runs were saved: absent means 0 (off)
+    assert config_from_dict(saved).compat_weight == 0.0
+    del saved["distill_weight"]  # no declared meaning for its absence: refused
+    with pytest.raises(ValueError, match="lacks the setting 'distill_weight'"):
+        config_from_dict(saved)

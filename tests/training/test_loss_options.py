@@ -82,8 +82,9 @@ def test_config_files_take_options_as_keys_or_in_loss_options():
 
 
 def _old_layout(config: dict, **options) -> dict:
-    """config.json as written before the losses declared their options: every loss's options at the top."""
-    old = {k: v for k, v in config.items() if k != "loss_options"}
+    """config.json as written before the losses declared their options: every loss's options at
+    the top, and none of the settings added since (``compat_weight``)."""
+    old = {k: v for k, v in config.items() if k not in ("loss_options", "compat_weight")}
     old.update(dict(distance_weight=1.0, angle_weight=2.0, darkrank_alpha=3.0, darkrank_beta=3.0, darkrank_list_length=4))
     old.update(options)
     return old
@@ -107,6 +108,7 @@ def test_an_old_run_resumes(teacher_dir, tmp_path):
     resumed = json.loads((out / "config.json").read_text())
     assert resumed["epochs"] == 2 and resumed["loss_options"] == {"distance_weight": 1.0, "angle_weight": 2.0}
     assert "darkrank_alpha" not in resumed
+    assert resumed["compat_weight"] == 0.0  # absent from the old config: the setting's "absent" value
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     # an option that differs from the run's is refused, as any setting that is not a runtime one
