@@ -24,17 +24,9 @@ def test_batch_that_does_not_split_is_refused(capsys):
 
 def test_one_and_two_processes_are_timed(tmp_path, capsys):
     out = tmp_path / "r.json"
-    args = ["--n", "8", "--p", "1,2", "--repeats", "1", "--backend", "eager", "--json", str(out), "--profile", "3"]
-    assert _module().main(args) == 0
-    printed = capsys.readouterr().out
-    rows = [line for line in printed.splitlines() if line.startswith("| 8 |")]
+    assert _module().main(["--n", "8", "--p", "1,2", "--repeats", "1", "--backend", "eager", "--json", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 8 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["1", "2"]
     results = json.loads(out.read_text())["results"]
     assert [r["p"] for r in results] == [1, 2]
     assert all(r["median_s"] > 0 and r["cpu_median_s"] > 0 for r in results)
-    # The P=2 / P=1 ratio of the medians, wall and CPU, on a line of its own.
-    wall = results[1]["median_s"] / results[0]["median_s"]
-    cpu = results[1]["cpu_median_s"] / results[0]["cpu_median_s"]
-    assert f"ratio N=8: P=2 / P=1 = {wall:.2f} wall, {cpu:.2f} CPU" in printed
-    # --profile: rank 0's costliest operators for each run.
-    assert printed.count("# rank 0 operators, N=8") == 2 and "Self CPU" in printed
