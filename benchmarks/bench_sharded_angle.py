@@ -17,6 +17,11 @@ Examples:
   python benchmarks/bench_sharded_angle.py --n 512 --p 1,2,4
   python benchmarks/bench_sharded_angle.py --n 512,1024 --p 1,2 --backend eager --json out.json
   python benchmarks/bench_sharded_angle.py --device cuda --n 1024,4096 --p 1,2,4,8
+  python benchmarks/bench_sharded_angle.py --n 512 --p 1,2 --profile 12
+
+After each N a line ``ratio N=..: P=2 / P=1 = ...`` gives the per-process time at each P over
+the single-process time (medians, wall clock and CPU). ``--profile K`` also prints, for rank 0
+of each run, the K operators that took the most CPU time over the timed steps (torch.profiler).
 """
 
 from __future__ import annotations
@@ -84,7 +89,16 @@ def worker(args: argparse.Namespace) -> None:
         return elapsed, cpu
 
     step()  # warm-up
-    times, cpu = zip(*[step() for _ in range(args.repeats)])
+    if args.profile and rank == 0:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            times, cpu = zip(*[step() for _ in range(args.repeats)])
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile)
+        with open(os.path.join(args.out, "profile.txt"), "w") as f:
+            f.write(table)
+    else:
+        times, cpu = zip(*[step() for _ in range(args.repeats)])
     if world > 1:
         dist.destroy_process_group()
     with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
@@ -99,18 +113,20 @@ def run_p(n: int, p: int, args: argparse.Namespace) -> dict:
             sys.executable, os.path.abspath(__file__), "--worker", "--out", out, "--world-size", str(p),
             "--init-method", f"file://{os.path.join(out, 'store')}", "--n", str(n), "--ds", str(args.ds),
             "--dt", str(args.dt), "--repeats", str(args.repeats), "--threads", str(args.threads),
-            "--backend", args.backend, "--device", args.device,
+            "--backend", args.backend, "--device", args.device, "--profile", str(args.profile),
         ]  # fmt: skip
         procs = [subprocess.Popen(common + ["--rank", str(r)], env=env) for r in range(p)]
         codes = [proc.wait() for proc in procs]
         if any(codes):
             return {"n": n, "p": p, "error": f"exit codes {codes}"}
         per_rank = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(p)]
+        profile_path = os.path.join(out, "profile.txt")
+        profile_table = open(profile_path).read() if os.path.exists(profile_path) else None
     steps = [max(ts) for ts in zip(*(r["times"] for r in per_rank))]  # as long as the slowest process
     cpu = [max(ts) for ts in zip(*(r["cpu"] for r in per_rank))]
     return {
         "n": n, "p": p, "min_s": min(steps), "median_s": statistics.median(steps), "steps_s": steps,
-        "cpu_min_s": min(cpu), "cpu_median_s": statistics.median(cpu), "cpu_s": cpu,
+        "cpu_min_s": min(cpu), "cpu_median_s": statistics.median(cpu), "cpu_s": cpu, "profile": profile_table,
     }  # fmt: skip
 
 
@@ -125,6 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="auto", choices=("auto", "triton", "compiled", "eager"))
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--profile", type=int, default=0, metavar="K",
+                    help="also print rank 0's K costliest operators (torch.profiler, timed steps)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--world-size", type=int, default=1, help=argparse.SUPPRESS)
@@ -147,6 +165,7 @@ def main(argv=None) -> int:
           f"device {args.device}, backend {args.backend}, {args.threads} thread(s) per process, "
           f"student {args.ds}-d, teacher {args.dt}-d, float32, {args.repeats} timed steps")  # fmt: skip
     results = []
+    ratio_lines = []
     print("| N | P | wall s per process: min / median | x P=1 (median) | CPU s per process: min / median | x P=1 (median) |")
     print("|---|---|---|---|---|---|")
     for n in ns:
@@ -165,6 +184,17 @@ def main(argv=None) -> int:
                 f"| {r['cpu_min_s']:.4f} / {r['cpu_median_s']:.4f} | {ratios[1]} |",
                 flush=True,
             )
+            if base and p != 1:
+                ratio_lines.append(
+                    f"ratio N={n}: P={p} / P=1 = {ratios[0]} wall, {ratios[1]} CPU (per-process medians, backend {args.backend})"
+                )
+    for r in results:
+        if r.get("profile"):
+            print(f"\n# rank 0 operators, N={r['n']} P={r['p']} ({args.repeats} timed steps)\n{r['profile']}")
+    print()
+    for line in ratio_lines:
+        print(line)
+    print(f"# load average (1 min) before {load[0]:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.json:
         with open(args.json, "w") as f:
             meta = {"load_before": load, "load_after": os.getloadavg(), "args": vars(args), "cpus": os.cpu_count()}

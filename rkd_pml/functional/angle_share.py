@@ -81,6 +81,32 @@ def rank_share(n_local: int, rank: int, world_size: int, reduce: Callable[[Tenso
     return TripletShare(0, n_local, positions, reduce)
 
 
+def _runs(positions: Tensor) -> list[tuple[int, int, int]]:
+    """``(local_start, common_start, length)`` of the runs of consecutive rows that stay
+    consecutive in the common order (one per process for PML's gather)."""
+    pos = positions.tolist()
+    runs, start = [], 0
+    for k in range(1, len(pos) + 1):
+        if k == len(pos) or pos[k] != pos[k - 1] + 1:
+            runs.append((start, pos[start], k - start))
+            start = k
+    return runs
+
+
+#: Above this many runs the reordering is done by two gathers instead of run-by-run block copies.
+MAX_BLOCK_RUNS = 16
+
+
+def _reorder(src: Tensor, dst: Tensor, runs: list[tuple[int, int, int]], to_common: bool) -> None:
+    """Copy the ``(N, N)`` ``src`` into ``dst`` (any dtype), rows and columns moved from this
+    process's order to the common one (``to_common``) or back, one block per pair of runs."""
+    for l_row, c_row, n_row in runs:
+        for l_col, c_col, n_col in runs:
+            local = (slice(l_row, l_row + n_row), slice(l_col, l_col + n_col))
+            common = (slice(c_row, c_row + n_row), slice(c_col, c_col + n_col))
+            dst[common if to_common else local].copy_(src[local if to_common else common])
+
+
 def sum_shares(
     share: TripletShare, loss_sum: Tensor, d_h: Tensor | None, d_r: Tensor | None, dtype: torch.dtype = torch.float64
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -91,15 +117,23 @@ def sum_shares(
     with_grad = d_h is not None
     buf = torch.empty(1 + (2 * n * n if with_grad else 0), dtype=dtype, device=loss_sum.device)
     buf[0] = loss_sum
-    if with_grad:
-        pos = share.positions.to(loss_sum.device)
-        order = torch.argsort(pos)  # row of this process at each common position
-        common = buf[1:].view(2, n, n)
-        for k, m in enumerate((d_h, d_r)):
-            common[k].copy_(m.index_select(0, order).index_select(1, order))
-    share.reduce(buf)
-    loss = buf[0].to(torch.float64)
     if not with_grad:
-        return loss, None, None
+        share.reduce(buf)
+        return buf[0].to(torch.float64), None, None
+    pos = share.positions.to(loss_sum.device)
+    runs = _runs(share.positions.cpu())
+    common = buf[1:].view(2, n, n)
+    if len(runs) <= MAX_BLOCK_RUNS:  # block copies: one pass over each matrix each way
+        for k, m in enumerate((d_h, d_r)):
+            _reorder(m, common[k], runs, to_common=True)
+        share.reduce(buf)
+        back = torch.empty(2, n, n, dtype=torch.float64, device=loss_sum.device)
+        for k in range(2):
+            _reorder(common[k], back[k], runs, to_common=False)
+        return buf[0].to(torch.float64), back[0], back[1]
+    order = torch.argsort(pos)  # row of this process at each common position
+    for k, m in enumerate((d_h, d_r)):
+        common[k].copy_(m.index_select(0, order).index_select(1, order))
+    share.reduce(buf)
     back = [common[k].index_select(0, pos).index_select(1, pos).to(torch.float64) for k in range(2)]
-    return loss, back[0], back[1]
+    return buf[0].to(torch.float64), back[0], back[1]
