@@ -1,22 +1,24 @@
 """Render a batch of training views with tensor operations, on any device, as PIL renders them.
 
 The PIL path (:meth:`rkd_pml.data.views.View.apply`) crops and resizes each image with
-Pillow's separable resampling: per output pixel, a normalised filter (triangle for
-"bilinear", Keys a = -0.5 for "bicubic", ...) widened by the downscale factor (antialiasing)
-and clipped to the crop; a horizontal pass, a rounding to uint8, a vertical pass, a rounding to
-uint8. Here the same filter weights are built for the whole batch as matrices ``Wx (B, S_w, W)``
-and ``Wy (B, S_h, H)`` and applied as two batched matrix products::
+Pillow's separable resampling (:mod:`rkd_pml.data.resample`): a horizontal pass, a rounding
+to uint8, a vertical pass, a rounding to uint8. Here the same filter weights, computed once per
+distinct geometry of the batch, are applied to the whole batch ``(B, C, H, W)`` of uint8 source
+regions (zero-padded to the largest of the batch; the padding has weight 0) as batched matrix
+products, each pass cut into blocks of :data:`BLOCK` output pixels: a block multiplies only
+the window of source pixels its outputs use in some image of the batch (the filters are a few
+pixels wide), not the whole row::
 
-    out = round(Wy @ round(image @ Wx^T))        # (B, C, S_h, S_w), then / 255
+    rows[..., o0:o1] = round(image[..., c0:c1] @ Wx_block^T)        # each horizontal block
+    out[:, :, p0:p1] = round(Wy_block @ rows[:, :, r0:r1])           # each vertical block, / 255
 
-with ``image`` the uint8 batch ``(B, C, H, W)`` of source regions (zero-padded to the largest
-of the batch; the padding has weight 0). A flip reverses the output pixels of ``Wx``. Pillow 13
-runs the vertical pass first for images shrunk vertically and enlarged horizontally (measured;
-:func:`vertical_first`), and so does this. Against PIL (tests/data/test_fast_input.py, Omniglot,
-64 px, a batch of 128): the paper's view and bilinear random resized crops are within 1/255 of
-PIL's everywhere (Pillow's 22-bit fixed-point coefficients against float ones); bicubic random
-resized crops: mean absolute error 7e-5, at most 0.075, 0.3 % of the pixels beyond 1/255 (the
-pass order of some mixed shrink/enlarge cases is not reproduced).
+A flip reverses the output columns at the end. Pillow 13 runs the vertical pass first for
+images shrunk vertically and enlarged horizontally (measured; :func:`vertical_first`), and so
+does this. Against PIL (tests/data/test_fast_input.py, Omniglot, 64 px, a batch of 128): the
+paper's view and bilinear random resized crops are within 1/255 of PIL's everywhere (Pillow's
+22-bit fixed-point coefficients against float ones); bicubic random resized crops: mean absolute
+error 7e-5, at most 0.075, 0.3 % of the pixels beyond 1/255 (the pass order of some mixed
+shrink/enlarge cases is not reproduced).
 
 Per image, the geometry of one axis is ``(length, resized, offset)``: the source interval
 ``[0, length)`` of the region is resized to ``resized`` pixels, of which ``S`` are kept from
@@ -28,153 +30,19 @@ columns of the image that the kept pixels use (:func:`support`).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-
 import numpy as np
 import torch
 from torch import Tensor
 
-ArrayLike = Tensor | np.ndarray | Sequence[int] | int
+from .resample import FILTERS, INTERPOLATIONS, NEGATIVE_LOBES, host_ints, resample_taps, resample_weights, support
 
+__all__ = ["BLOCK", "FILTERS", "GEOMETRY", "INTERPOLATIONS", "render_batch", "resample_weights", "support",
+           "vertical_first"]
+
+#: output pixels per block of a pass (each block multiplies only the source window it uses)
+BLOCK = 32
 #: geometry columns of one image: (h, w, resized_h, resized_w, top, left, flip, start_h, start_w)
 GEOMETRY = ("length_h", "length_w", "resized_h", "resized_w", "offset_h", "offset_w", "flip", "start_h", "start_w")
-
-
-def _bilinear(x: np.ndarray) -> np.ndarray:
-    return np.maximum(1.0 - np.abs(x), 0.0)
-
-
-def _bicubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
-    x = np.abs(x)
-    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
-
-
-def _box(x: np.ndarray) -> np.ndarray:
-    return ((x > -0.5) & (x <= 0.5)).astype(x.dtype)
-
-
-def _sinc(x: np.ndarray) -> np.ndarray:
-    px = math.pi * x
-    return np.where(x == 0, 1.0, np.sin(px) / np.where(x == 0, 1.0, px))
-
-
-def _hamming(x: np.ndarray) -> np.ndarray:
-    x = np.abs(x)
-    return np.where(x < 1.0, _sinc(x) * (0.54 + 0.46 * np.cos(math.pi * x)), 0.0)
-
-
-def _lanczos(x: np.ndarray) -> np.ndarray:
-    return np.where(np.abs(x) < 3.0, _sinc(x) * _sinc(x / 3.0), 0.0)
-
-
-#: Pillow's filters: name -> (support, filter on float64 arrays)
-FILTERS: dict[str, tuple[float, Callable[[np.ndarray], np.ndarray]]] = {
-    "box": (0.5, _box),
-    "bilinear": (1.0, _bilinear),
-    "hamming": (1.0, _hamming),
-    "bicubic": (2.0, _bicubic),
-    "lanczos": (3.0, _lanczos),
-}
-INTERPOLATIONS = (*FILTERS, "nearest")
-#: filters whose weights can be negative (their sums can leave 0..255)
-NEGATIVE_LOBES = ("bicubic", "lanczos")
-
-
-def support(length: ArrayLike, resized: ArrayLike, offset: ArrayLike, size: int, interpolation: str) -> tuple[np.ndarray, np.ndarray]:
-    """``[first, last)`` source pixels that output pixels ``offset .. offset + size - 1`` of
-    ``[0, length)`` resized to ``resized`` use (Pillow's filter bounds; one pixel more for nearest),
-    for one image or a batch (int64 arrays of the arguments' shape)."""
-    length, resized, offset = (np.asarray(a, dtype=np.float64) for a in (length, resized, offset))
-    scale = length / resized
-    reach = (FILTERS[interpolation][0] if interpolation in FILTERS else 1.0) * np.maximum(scale, 1.0)
-    first = np.maximum(0.0, np.trunc((offset + 0.5) * scale - reach + 0.5))
-    last = np.minimum(length, np.floor((offset + size - 0.5) * scale + reach + 0.5))
-    return first.astype(np.int64), last.astype(np.int64)
-
-
-def resample_taps(length: np.ndarray, resized: np.ndarray, offset: np.ndarray, size: int,
-                  interpolation: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pillow's taps of one axis, compact: ``(taps, weights)``, int64 and float32 ``(U, size, K)``.
-
-    Output pixel ``offset[u] + i`` of ``[0, length[u])`` resized to ``resized[u]`` is
-    ``sum_k weights[u, i, k] * source[taps[u, i, k]]``; ``K`` is Pillow's kernel size for the
-    largest downscale of the rows (taps past a row's own kernel have weight 0). Computed in
-    float64 as Pillow does, normalised per output pixel, stored as float32.
-    """
-    length, resized, offset = (np.asarray(a, dtype=np.float64).reshape(-1, 1, 1) for a in (length, resized, offset))
-    if interpolation == "nearest":
-        taps = _nearest_sources(length, resized, offset, size)
-        return taps, np.ones(taps.shape, dtype=np.float32)
-    support_, filter_ = FILTERS[interpolation]
-    scale = length / resized
-    center = (np.arange(size, dtype=np.float64).reshape(1, -1, 1) + offset + 0.5) * scale  # (U, size, 1)
-    filterscale = np.maximum(scale, 1.0)
-    reach = support_ * filterscale
-    low = np.maximum(np.trunc(center - reach + 0.5), 0.0)
-    high = np.minimum(np.floor(center + reach + 0.5), length)
-    count = int(math.ceil(support_ * max(float(scale.max(initial=1.0)), 1.0))) * 2 + 1  # Pillow's kernel size
-    taps = low + np.arange(count, dtype=np.float64)  # (U, size, count)
-    weights = filter_((taps - center + 0.5) / filterscale) * (taps < high)
-    total = weights.sum(-1, keepdims=True)
-    weights = (weights / np.where(total == 0, 1.0, total)).astype(np.float32)
-    return taps.astype(np.int64), weights
-
-
-def resample_weights(length: ArrayLike, resized: ArrayLike, offset: ArrayLike, size: int, width: int,
-                     interpolation: str, flip: ArrayLike | None = None, device: torch.device | str | None = None,
-                     start: ArrayLike | None = None) -> Tensor:
-    """Pillow's resampling weights of one axis for a batch: float32 ``(B, size, width)`` on ``device``.
-
-    Row ``i`` of image ``b`` holds the weights of output pixel ``offset[b] + i`` of the source
-    interval ``[0, length[b])`` resized to ``resized[b]`` pixels (columns ``>= length[b]`` get 0);
-    with ``flip[b]`` the rows are in reverse order; column ``j`` is source pixel ``start[b] + j``
-    (``start`` default 0). ``length``, ``resized``, ``offset``, ``flip``, ``start``: ``(B,)``
-    integers (arrays or tensors; read on the host). The taps are computed once per distinct
-    ``(length, resized, offset, flip)`` of the batch (:func:`resample_taps`; a batch of images of one
-    size repeats them), then laid out densely with one scatter on ``device`` (default: that of
-    ``length`` when it is a tensor, else the CPU).
-    """
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    if device is None:
-        device = length.device if isinstance(length, Tensor) else "cpu"
-    length, resized, offset = (_host(a) for a in (length, resized, offset))
-    flips = np.zeros_like(length) if flip is None else _host(flip)
-    keys, inverse = np.unique(np.stack([length, resized, offset, flips], 1), axis=0, return_inverse=True)
-    taps, weights = resample_taps(keys[:, 0], keys[:, 1], keys[:, 2], size, interpolation)
-    flipped = keys[:, 3].astype(bool)
-    taps[flipped], weights[flipped] = taps[flipped, ::-1], weights[flipped, ::-1]  # reversed output pixels
-    inverse = inverse.reshape(-1)
-    taps, weights = taps[inverse], weights[inverse]
-    if start is not None:
-        taps -= _host(start).reshape(-1, 1, 1)
-    np.clip(taps, 0, width - 1, out=taps)  # taps outside the region have weight 0
-    dense = torch.zeros(len(length), size, width, device=device, dtype=torch.float32)
-    return dense.scatter_add_(2, torch.from_numpy(taps).to(device), torch.from_numpy(weights).to(device))
-
-
-def _host(values: ArrayLike) -> np.ndarray:
-    """``(B,)`` int64 on the host from a tensor, array or sequence."""
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.int64).reshape(-1)
-
-
-def _nearest_sources(length: np.ndarray, resized: np.ndarray, offset: np.ndarray, size: int) -> np.ndarray:
-    """Pillow's nearest-neighbour source pixels ``(U, size, 1)``: position ``scale / 2``, then
-    ``+= scale`` per output pixel in float64, truncated (accumulated as Pillow does, so the
-    positions that land on whole numbers round the same way)."""
-    length, resized, offset = (a.reshape(-1) for a in (length, resized, offset))
-    out = np.empty((len(length), size), dtype=np.int64)
-    for b, (n, r, o) in enumerate(zip(length, resized, offset)):
-        scale = n / r
-        steps = np.full(int(o) + size, scale)
-        steps[0] = scale * 0.5
-        out[b] = np.minimum(np.cumsum(steps)[int(o):].astype(np.int64), int(n) - 1)
-    return out[..., None]
 
 
 def render_batch(regions: Tensor, geometry: Tensor, size: tuple[int, int], interpolation: str,
@@ -194,22 +62,26 @@ def render_batch(regions: Tensor, geometry: Tensor, size: tuple[int, int], inter
         raise ValueError(f"regions must be uint8 (B, H, W, C), got {tuple(regions.shape)} {regions.dtype}")
     batch, height, width, stored = regions.shape
     device = regions.device
-    geometry = _host(geometry).reshape(batch, len(GEOMETRY))
+    geometry = host_ints(geometry).reshape(batch, len(GEOMETRY))
     h, w, rh, rw, top, left, flip, start_h, start_w = geometry.T
-    wy = resample_weights(h, rh, top, size[0], height, interpolation, device=device, start=start_h)
-    wx = resample_weights(w, rw, left, size[1], width, interpolation, flip, device=device, start=start_w)
-    image = regions.permute(0, 3, 1, 2).float()  # (B, C, H, W)
-    first = vertical_first(geometry)
-    clip = interpolation in NEGATIVE_LOBES
+    yaxis = _Axis(h, rh, top, start_h, size[0], interpolation)
+    xaxis = _Axis(w, rw, left, start_w, size[1], interpolation)
+    image = regions.permute(0, 3, 1, 2)  # uint8 (B, C, H, W), a view
+    first, clip = vertical_first(geometry), interpolation in NEGATIVE_LOBES
     with _exact_matmul(device):
-        if not first.any():
-            out = _two_passes(image, wy, wx, False, clip)
+        if not first.any() or first.all():
+            out = _two_passes(image, yaxis, xaxis, bool(first.all()), clip)
         else:
             out = torch.empty(batch, stored, *size, device=device)
-            for pick, vertical in ((~first, False), (first, True)):
-                index = torch.from_numpy(np.flatnonzero(pick)).to(device)
-                if len(index):
-                    out[index] = _two_passes(image[index], wy[index], wx[index], vertical, clip)
+            for pick in (~first, first):
+                rows = np.flatnonzero(pick)
+                index = torch.from_numpy(rows).to(device)
+                part = yaxis.subset(rows), xaxis.subset(rows)
+                out[index] = _two_passes(image[index], *part, bool(first[rows[0]]), clip)
+    flipped = np.flatnonzero(flip)
+    if len(flipped):  # a flip reverses the output columns
+        index = torch.from_numpy(flipped).to(device)
+        out[index] = out[index].flip(-1)
     channels = stored if channels is None else channels
     if channels != stored:
         if stored != 1 or channels != 3:
@@ -225,15 +97,74 @@ def vertical_first(geometry: np.ndarray) -> np.ndarray:
     return (rh < h) & (rw > w)
 
 
-def _two_passes(image: Tensor, wy: Tensor, wx: Tensor, vertical_first: bool, clip: bool) -> Tensor:
-    """``(B, C, H, W)`` float -> ``(B, C, S_h, S_w)`` in [0, 1]: the two passes, each rounded to uint8
-    values (and clipped to 0..255 when the filter has negative lobes: ``clip``)."""
+class _Axis:
+    """The taps of one axis of a batch, once per distinct ``(length, resized, offset, start)``:
+    ``taps``, ``weights`` ``(U, size, K)`` (taps counted from the region's ``start``) and
+    ``inverse`` ``(B,)``, the distinct geometry of each image."""
+
+    def __init__(self, length: np.ndarray, resized: np.ndarray, offset: np.ndarray, start: np.ndarray, size: int,
+                 interpolation: str):
+        keys, inverse = np.unique(np.stack([length, resized, offset, start], 1), axis=0, return_inverse=True)
+        self.taps, self.weights = resample_taps(keys[:, 0], keys[:, 1], keys[:, 2], size, interpolation)
+        self.taps -= keys[:, 3].reshape(-1, 1, 1)
+        self.inverse = inverse.reshape(-1)
+
+    def subset(self, rows: np.ndarray) -> _Axis:
+        """The axis of images ``rows`` of the batch only."""
+        part = object.__new__(_Axis)
+        present, part.inverse = np.unique(self.inverse[rows], return_inverse=True)
+        part.taps, part.weights = self.taps[present], self.weights[present]
+        return part
+
+    @property
+    def size(self) -> int:
+        return self.taps.shape[1]
+
+    def blocks(self, device: torch.device, transposed: bool) -> list[tuple[int, int, int, int, Tensor]]:
+        """The blocks of this axis's pass: ``(o0, o1, c0, c1, W)``: outputs ``[o0, o1)`` use
+        source pixels ``[c0, c1)`` only (in every image of the batch); ``W`` float32
+        ``(B, o1 - o0, c1 - c0)``, or ``(B, c1 - c0, o1 - o0)`` when ``transposed``."""
+        used = self.weights != 0
+        first = np.where(used, self.taps, np.iinfo(np.int64).max).min(axis=(0, 2))  # (size,)
+        last = np.where(used, self.taps, -1).max(axis=(0, 2))
+        inverse = torch.from_numpy(self.inverse).to(device)
+        out = []
+        for o0 in range(0, self.size, BLOCK):
+            o1 = min(o0 + BLOCK, self.size)
+            c0, c1 = int(first[o0:o1].min()), int(last[o0:o1].max()) + 1
+            c0, c1 = (c0, c1) if c1 > c0 else (0, 1)  # no weight at all: any one pixel
+            index = np.clip(self.taps[:, o0:o1] - c0, 0, c1 - c0 - 1)  # unused taps (weight 0) anywhere inside
+            values, dim, shape = self.weights[:, o0:o1], 2, (len(index), o1 - o0, c1 - c0)
+            if transposed:
+                index, values, dim, shape = index.transpose(0, 2, 1), values.transpose(0, 2, 1), 1, (len(index), c1 - c0, o1 - o0)
+            dense = torch.zeros(shape, device=device).scatter_add_(
+                dim, torch.from_numpy(np.ascontiguousarray(index)).to(device),
+                torch.from_numpy(np.ascontiguousarray(values)).to(device))
+            out.append((o0, o1, c0, c1, dense.index_select(0, inverse)))
+        return out
+
+
+def _two_passes(image: Tensor, yaxis: _Axis, xaxis: _Axis, vertical_first: bool, clip: bool) -> Tensor:
+    """uint8 ``(B, C, H, W)`` -> float ``(B, C, S_h, S_w)`` in [0, 1]: the two passes, block by
+    block, each rounded to uint8 values (and clipped to 0..255 when the filter has negative lobes:
+    ``clip``)."""
+    device, (batch, channels) = image.device, image.shape[:2]
+    ys, xs = yaxis.blocks(device, False), xaxis.blocks(device, True)
+    out = torch.empty(batch, channels, yaxis.size, xaxis.size, device=device)
     if vertical_first:
-        columns = _to_uint8_values(wy.unsqueeze(1) @ image, clip)  # (B, C, S_h, W)
-        out = columns @ wx.transpose(1, 2).unsqueeze(1)
+        lo, hi = min(b[2] for b in xs), max(b[3] for b in xs)  # the columns the second pass uses
+        mid = torch.empty(batch, channels, out.shape[2], hi - lo, device=device)
+        for o0, o1, c0, c1, weights in ys:
+            mid[:, :, o0:o1] = _to_uint8_values(weights.unsqueeze(1) @ _floats(image[:, :, c0:c1, lo:hi]), clip)
+        for o0, o1, c0, c1, weights in xs:
+            out[..., o0:o1] = mid[..., c0 - lo : c1 - lo] @ weights.unsqueeze(1)
     else:
-        rows = _to_uint8_values(image @ wx.transpose(1, 2).unsqueeze(1), clip)  # (B, C, H, S_w)
-        out = wy.unsqueeze(1) @ rows
+        lo, hi = min(b[2] for b in ys), max(b[3] for b in ys)  # the rows the second pass uses
+        mid = torch.empty(batch, channels, hi - lo, out.shape[3], device=device)
+        for o0, o1, c0, c1, weights in xs:
+            mid[..., o0:o1] = _to_uint8_values(_floats(image[:, :, lo:hi, c0:c1]) @ weights.unsqueeze(1), clip)
+        for o0, o1, c0, c1, weights in ys:
+            out[:, :, o0:o1] = weights.unsqueeze(1) @ mid[:, :, c0 - lo : c1 - lo]
     return _to_uint8_values(out, clip).div_(255.0)
 
 
@@ -241,6 +172,11 @@ def _to_uint8_values(x: Tensor, clip: bool) -> Tensor:
     """Round half up (and clip to 0..255), as Pillow stores each pass (in place)."""
     x = x.add_(0.5).floor_()
     return x.clamp_(0.0, 255.0) if clip else x
+
+
+def _floats(pixels: Tensor) -> Tensor:
+    """uint8 -> contiguous float32 (the operand of a block's product)."""
+    return pixels.to(torch.float32, memory_format=torch.contiguous_format)
 
 
 class _exact_matmul:
