@@ -30,6 +30,9 @@ columns of the image that the kept pixels use (:func:`support`).
 
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -99,73 +102,91 @@ def vertical_first(geometry: np.ndarray) -> np.ndarray:
 
 class _Axis:
     """The taps of one axis of a batch, once per distinct ``(length, resized, offset, start)``:
-    ``taps``, ``weights`` ``(U, size, K)`` (taps counted from the region's ``start``) and
-    ``inverse`` ``(B,)``, the distinct geometry of each image."""
+    ``taps``, ``weights`` ``(U, P, K)`` (taps counted from the region's ``start``) and
+    ``inverse`` ``(B,)``, the distinct geometry of each image. The ``size`` outputs are cut into
+    ``count`` blocks of ``block`` (``P = count * block >= size``; outputs past ``size`` are
+    computed and dropped)."""
 
     def __init__(self, length: np.ndarray, resized: np.ndarray, offset: np.ndarray, start: np.ndarray, size: int,
                  interpolation: str):
         keys, inverse = np.unique(np.stack([length, resized, offset, start], 1), axis=0, return_inverse=True)
-        self.taps, self.weights = resample_taps(keys[:, 0], keys[:, 1], keys[:, 2], size, interpolation)
+        self.size, self.count = size, -(-size // BLOCK)
+        self.block = -(-size // self.count)
+        padded = self.count * self.block
+        self.taps, self.weights = resample_taps(keys[:, 0], keys[:, 1], keys[:, 2], padded, interpolation)
         self.taps -= keys[:, 3].reshape(-1, 1, 1)
         self.inverse = inverse.reshape(-1)
 
     def subset(self, rows: np.ndarray) -> _Axis:
         """The axis of images ``rows`` of the batch only."""
         part = object.__new__(_Axis)
+        part.size, part.count, part.block = self.size, self.count, self.block
         present, part.inverse = np.unique(self.inverse[rows], return_inverse=True)
         part.taps, part.weights = self.taps[present], self.weights[present]
         return part
 
-    @property
-    def size(self) -> int:
-        return self.taps.shape[1]
-
-    def blocks(self, device: torch.device, transposed: bool) -> list[tuple[int, int, int, int, Tensor]]:
-        """The blocks of this axis's pass: ``(o0, o1, c0, c1, W)``: outputs ``[o0, o1)`` use
+    def blocks(self, device: torch.device, transposed: bool, channels: int, slot: str) -> list[tuple[int, int, Tensor]]:
+        """The blocks of this axis's pass, in order: ``(c0, c1, W)``: the block's outputs use
         source pixels ``[c0, c1)`` only (in every image of the batch); ``W`` float32
-        ``(B, o1 - o0, c1 - c0)``, or ``(B, c1 - c0, o1 - o0)`` when ``transposed``."""
+        ``(B * channels, block, c1 - c0)`` (each image's weights repeated per channel), or
+        ``(B * channels, c1 - c0, block)`` when ``transposed`` (in scratch ``slot``)."""
         used = self.weights != 0
-        first = np.where(used, self.taps, np.iinfo(np.int64).max).min(axis=(0, 2))  # (size,)
+        first = np.where(used, self.taps, np.iinfo(np.int64).max).min(axis=(0, 2))  # (P,)
         last = np.where(used, self.taps, -1).max(axis=(0, 2))
-        inverse = torch.from_numpy(self.inverse).to(device)
+        inverse = torch.from_numpy(np.repeat(self.inverse, channels)).to(device)
         out = []
-        for o0 in range(0, self.size, BLOCK):
-            o1 = min(o0 + BLOCK, self.size)
+        for o0 in range(0, self.count * self.block, self.block):
+            o1 = o0 + self.block
             c0, c1 = int(first[o0:o1].min()), int(last[o0:o1].max()) + 1
             c0, c1 = (c0, c1) if c1 > c0 else (0, 1)  # no weight at all: any one pixel
             index = np.clip(self.taps[:, o0:o1] - c0, 0, c1 - c0 - 1)  # unused taps (weight 0) anywhere inside
-            values, dim, shape = self.weights[:, o0:o1], 2, (len(index), o1 - o0, c1 - c0)
+            values, dim, shape = self.weights[:, o0:o1], 2, (len(index), self.block, c1 - c0)
             if transposed:
-                index, values, dim, shape = index.transpose(0, 2, 1), values.transpose(0, 2, 1), 1, (len(index), c1 - c0, o1 - o0)
+                index, values, dim, shape = index.transpose(0, 2, 1), values.transpose(0, 2, 1), 1, (shape[0], shape[2], shape[1])
             dense = torch.zeros(shape, device=device).scatter_add_(
                 dim, torch.from_numpy(np.ascontiguousarray(index)).to(device),
                 torch.from_numpy(np.ascontiguousarray(values)).to(device))
-            out.append((o0, o1, c0, c1, dense.index_select(0, inverse)))
+            expanded = _scratch(f"{slot}{len(out)}", (len(inverse), *shape[1:]), device)
+            out.append((c0, c1, torch.index_select(dense, 0, inverse, out=expanded)))
         return out
 
 
 def _two_passes(image: Tensor, yaxis: _Axis, xaxis: _Axis, vertical_first: bool, clip: bool) -> Tensor:
     """uint8 ``(B, C, H, W)`` -> float ``(B, C, S_h, S_w)`` in [0, 1]: the two passes, block by
     block, each rounded to uint8 values (and clipped to 0..255 when the filter has negative lobes:
-    ``clip``)."""
-    device, (batch, channels) = image.device, image.shape[:2]
-    ys, xs = yaxis.blocks(device, False), xaxis.blocks(device, True)
-    out = torch.empty(batch, channels, yaxis.size, xaxis.size, device=device)
+    ``clip``). Every product writes its own contiguous slot (``bmm(..., out=)``): the first pass
+    into ``mid`` ``(blocks, B * C, ., .)``, the second into ``out`` ``(y blocks, x blocks, B * C,
+    block_h, block_w)``, laid out as images in the final division by 255."""
+    device, (batch, channels, height, width) = image.device, image.shape
+    planes = image.reshape(batch * channels, height, width)  # a view for one channel
+    ys, xs = yaxis.blocks(device, False, channels, "wy"), xaxis.blocks(device, True, channels, "wx")
+    out = _scratch("out", (yaxis.count, xaxis.count, batch * channels, yaxis.block, xaxis.block), device)
     if vertical_first:
-        lo, hi = min(b[2] for b in xs), max(b[3] for b in xs)  # the columns the second pass uses
-        mid = torch.empty(batch, channels, out.shape[2], hi - lo, device=device)
-        for o0, o1, c0, c1, weights in ys:
-            mid[:, :, o0:o1] = _to_uint8_values(weights.unsqueeze(1) @ _floats(image[:, :, c0:c1, lo:hi]), clip)
-        for o0, o1, c0, c1, weights in xs:
-            out[..., o0:o1] = mid[..., c0 - lo : c1 - lo] @ weights.unsqueeze(1)
+        lo, hi = min(b[0] for b in xs), max(b[1] for b in xs)  # the columns the second pass uses
+        mid = _scratch("mid", (yaxis.count, batch * channels, yaxis.block, hi - lo), device)
+        for j, (c0, c1, weights) in enumerate(ys):
+            torch.bmm(weights, _floats(planes[:, c0:c1, lo:hi], "operand"), out=mid[j])
+        _to_uint8_values(mid, clip)
+        for j in range(yaxis.count):
+            for k, (c0, c1, weights) in enumerate(xs):
+                torch.bmm(mid[j][:, :, c0 - lo : c1 - lo], weights, out=out[j, k])
     else:
-        lo, hi = min(b[2] for b in ys), max(b[3] for b in ys)  # the rows the second pass uses
-        mid = torch.empty(batch, channels, hi - lo, out.shape[3], device=device)
-        for o0, o1, c0, c1, weights in xs:
-            mid[..., o0:o1] = _to_uint8_values(_floats(image[:, :, lo:hi, c0:c1]) @ weights.unsqueeze(1), clip)
-        for o0, o1, c0, c1, weights in ys:
-            out[:, :, o0:o1] = weights.unsqueeze(1) @ mid[:, :, c0 - lo : c1 - lo]
-    return _to_uint8_values(out, clip).div_(255.0)
+        lo, hi = min(b[0] for b in ys), max(b[1] for b in ys)  # the rows the second pass uses
+        mid = _scratch("mid", (xaxis.count, batch * channels, hi - lo, xaxis.block), device)
+        for k, (c0, c1, weights) in enumerate(xs):
+            torch.bmm(_floats(planes[:, lo:hi, c0:c1], "operand"), weights, out=mid[k])
+        _to_uint8_values(mid, clip)
+        for j, (c0, c1, weights) in enumerate(ys):
+            for k in range(xaxis.count):
+                torch.bmm(weights, mid[k][:, c0 - lo : c1 - lo], out=out[j, k])
+    _to_uint8_values(out, clip)
+    shape = (batch, channels, yaxis.count, yaxis.block, xaxis.count, xaxis.block)
+    images = torch.empty(batch, channels, yaxis.count * yaxis.block, xaxis.count * xaxis.block, device=device)
+    torch.div(out.view(yaxis.count, xaxis.count, batch, channels, yaxis.block, xaxis.block).permute(2, 3, 0, 4, 1, 5),
+              255.0, out=images.view(shape))
+    if images.shape[2:] != (yaxis.size, xaxis.size):
+        images = images[:, :, : yaxis.size, : xaxis.size].contiguous()
+    return images
 
 
 def _to_uint8_values(x: Tensor, clip: bool) -> Tensor:
@@ -174,9 +195,26 @@ def _to_uint8_values(x: Tensor, clip: bool) -> Tensor:
     return x.clamp_(0.0, 255.0) if clip else x
 
 
-def _floats(pixels: Tensor) -> Tensor:
-    """uint8 -> contiguous float32 (the operand of a block's product)."""
-    return pixels.to(torch.float32, memory_format=torch.contiguous_format)
+def _floats(pixels: Tensor, slot: str) -> Tensor:
+    """uint8 -> contiguous float32 (the operand of a block's product), in scratch ``slot``."""
+    return _scratch(slot, pixels.shape, pixels.device).copy_(pixels)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(slot: str, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """An uninitialised float32 tensor of ``shape`` for an intermediate result that does not
+    leave the renderer. On the CPU each thread keeps one growing buffer per ``slot`` and reuses
+    it: a fresh allocation of megabytes per batch costs the kernel's page zeroing, more than some
+    of the products (measured). Elsewhere (CUDA's caching allocator) a plain ``torch.empty``."""
+    if device.type != "cpu":
+        return torch.empty(shape, device=device)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    numel = math.prod(shape)
+    if slot not in buffers or buffers[slot].numel() < numel:
+        buffers[slot] = torch.empty(numel)
+    return buffers[slot][:numel].view(shape)
 
 
 class _exact_matmul:
