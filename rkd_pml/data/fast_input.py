@@ -60,6 +60,13 @@ class FastItems(Dataset):
         if view.kind == "none" and any(tuple(s) != tuple(view.size) for s in store.shapes):
             raise ValueError("a 'none' view renders a store of images already at its size")
         self.store, self.labels, self.view = store, np.asarray(labels, dtype=np.int64), view
+        self.images = _indexable(store)
+
+    def __getstate__(self) -> dict[str, Any]:  # worker processes: the store, not a second copy of its pixels
+        return {k: v for k, v in self.__dict__.items() if k != "images"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, images=_indexable(state["store"]))
 
     def __len__(self) -> int:
         return len(self.store)
@@ -99,13 +106,23 @@ class FastItems(Dataset):
         boxes, rows = self.layout(index, [int(s) for _, s in keys])
         height, width = int(boxes[:, 2].max()), int(boxes[:, 3].max())
         regions = np.zeros((len(keys), height, width, self.store.channels), dtype=np.uint8)
-        store = self.store
+        images = self.images
         for r, (i, top, left, h, w) in enumerate(zip(index.tolist(), *boxes.T.tolist())):
-            regions[r, :h, :w] = store[i][top : top + h, left : left + w]
+            regions[r, :h, :w] = images[i][top : top + h, left : left + w]
         return torch.from_numpy(regions), torch.from_numpy(rows), torch.from_numpy(self.labels[index])
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.__getitems__([key])
+
+
+def _indexable(store: DecodedImages) -> Any:
+    """``images[i]`` -> image ``i`` ``(H, W, C)``: for images of one size one ``(N, H, W, C)``
+    view of the pixels (no per-image lookup), else the store itself."""
+    shapes = np.unique(store.shapes, axis=0)
+    if len(shapes) != 1:
+        return store
+    return store.pixels[: len(store) * int(np.prod(shapes[0])) * store.channels].reshape(
+        len(store), *shapes[0].tolist(), store.channels)
 
 
 def _as_is(batch: Any) -> Any:
