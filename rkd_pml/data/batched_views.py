@@ -3,7 +3,8 @@
 The PIL path (:meth:`rkd_pml.data.views.View.apply`) crops and resizes each image with
 Pillow's separable resampling (:mod:`rkd_pml.data.resample`): a horizontal pass, a rounding
 to uint8, a vertical pass, a rounding to uint8. Here the same filter weights, computed once per
-distinct geometry of the batch, are applied to the whole batch ``(B, C, H, W)`` of uint8 source
+distinct geometry of the batch (and kept for the next batches with the same set of geometries, as the
+batches of a data set of one image size under the paper's view have), are applied to the whole batch ``(B, C, H, W)`` of uint8 source
 regions (zero-padded to the largest of the batch; the padding has weight 0) as batched matrix
 products, each pass cut into blocks of :data:`BLOCK` output pixels: a block multiplies only
 the window of source pixels its outputs use in some image of the batch (the filters are a few
@@ -44,6 +45,9 @@ __all__ = ["BLOCK", "FILTERS", "GEOMETRY", "INTERPOLATIONS", "render_batch", "re
 
 #: output pixels per block of a pass (each block multiplies only the source window it uses)
 BLOCK = 32
+#: distinct-geometry sets of recent batches kept with their weights (:class:`_Axis`)
+RECENT_GEOMETRIES = 8
+_RECENT: dict[tuple, tuple] = {}
 #: geometry columns of one image: (h, w, resized_h, resized_w, top, left, flip, start_h, start_w)
 GEOMETRY = ("length_h", "length_w", "resized_h", "resized_w", "offset_h", "offset_w", "flip", "start_h", "start_w")
 
@@ -112,17 +116,28 @@ class _Axis:
         keys, inverse = _distinct(np.stack([length, resized, offset, start], 1))
         self.size, self.count = size, -(-size // BLOCK)
         self.block = -(-size // self.count)
-        padded = self.count * self.block
-        self.taps, self.weights = resample_taps(keys[:, 0], keys[:, 1], keys[:, 2], padded, interpolation)
-        self.taps -= keys[:, 3].reshape(-1, 1, 1)
         self.inverse = inverse.reshape(-1)
+        self.key = (keys.tobytes(), len(keys), size, interpolation)
+        recent = _RECENT.get(self.key)
+        if recent is not None:  # the batches of a data set of one image size repeat their geometries
+            self.taps, self.weights, self.dense = recent
+            _RECENT.pop(self.key, None)
+            _RECENT[self.key] = recent  # most recent last (a dict keeps insertion order)
+            return
+        self.taps, self.weights = resample_taps(keys[:, 0], keys[:, 1], keys[:, 2], self.count * self.block,
+                                                interpolation)
+        self.taps -= keys[:, 3].reshape(-1, 1, 1)
+        self.dense: dict[tuple[str, bool], list[tuple[int, int, Tensor]]] = {}
+        _RECENT[self.key] = self.taps, self.weights, self.dense
+        for stale in list(_RECENT)[:-RECENT_GEOMETRIES]:
+            _RECENT.pop(stale, None)
 
     def subset(self, rows: np.ndarray) -> _Axis:
         """The axis of images ``rows`` of the batch only."""
         part = object.__new__(_Axis)
         part.size, part.count, part.block = self.size, self.count, self.block
         present, part.inverse = np.unique(self.inverse[rows], return_inverse=True)
-        part.taps, part.weights = self.taps[present], self.weights[present]
+        part.taps, part.weights, part.dense = self.taps[present], self.weights[present], {}
         return part
 
     def blocks(self, device: torch.device, transposed: bool, channels: int, slot: str) -> list[tuple[int, int, Tensor]]:
@@ -130,10 +145,20 @@ class _Axis:
         source pixels ``[c0, c1)`` only (in every image of the batch); ``W`` float32
         ``(B * channels, block, c1 - c0)`` (each image's weights repeated per channel), or
         ``(B * channels, c1 - c0, block)`` when ``transposed`` (in scratch ``slot``)."""
+        inverse = torch.from_numpy(np.repeat(self.inverse, channels)).to(device)
+        out = []
+        for c0, c1, dense in self._distinct_blocks(device, transposed):
+            expanded = _scratch(f"{slot}{len(out)}", (len(inverse), *dense.shape[1:]), device)
+            out.append((c0, c1, torch.index_select(dense, 0, inverse, out=expanded)))
+        return out
+
+    def _distinct_blocks(self, device: torch.device, transposed: bool) -> list[tuple[int, int, Tensor]]:
+        """:meth:`blocks` for the distinct geometries ``(U, ., .)`` (kept with them)."""
+        if (str(device), transposed) in self.dense:
+            return self.dense[str(device), transposed]
         used = self.weights != 0
         first = np.where(used, self.taps, np.iinfo(np.int64).max).min(axis=(0, 2))  # (P,)
         last = np.where(used, self.taps, -1).max(axis=(0, 2))
-        inverse = torch.from_numpy(np.repeat(self.inverse, channels)).to(device)
         out = []
         for o0 in range(0, self.count * self.block, self.block):
             o1 = o0 + self.block
@@ -146,8 +171,8 @@ class _Axis:
             dense = torch.zeros(shape, device=device).scatter_add_(
                 dim, torch.from_numpy(np.ascontiguousarray(index)).to(device),
                 torch.from_numpy(np.ascontiguousarray(values)).to(device))
-            expanded = _scratch(f"{slot}{len(out)}", (len(inverse), *shape[1:]), device)
-            out.append((c0, c1, torch.index_select(dense, 0, inverse, out=expanded)))
+            out.append((c0, c1, dense))
+        self.dense[str(device), transposed] = out
         return out
 
 
