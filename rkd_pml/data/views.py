@@ -103,7 +103,7 @@ class View:
     @property
     def resized(self) -> tuple[int, int]:
         """``"paper"``: the (height, width) the image is resized to before the crop."""
-        return tuple(round(s * 256 / 224) for s in self.size)  # type: ignore[return-value]
+        return round(self.size[0] * 256 / 224), round(self.size[1] * 256 / 224)
 
     def describe(self) -> dict[str, Any]:
         """JSON description: what must match for two views to render the same image."""
