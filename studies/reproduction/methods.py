@@ -1,7 +1,8 @@
 """The study's methods: the students' losses, with the labels and descriptions the report uses.
 
 Triplet (no teacher), FitNet, DarkRank, RKD-D, RKD-A, RKD-DA, RKD-DA + triplet (the student's
-triplet loss added to RKD-DA) and RKD-DA + FitNet (the library's distillation loss ``rkd-fitnet``);
+triplet loss added to RKD-DA) and RKD-DA + FitNet (the library's distillation loss ``rkd-fitnet``); RKD-DA + compat (RKD-DA plus a
+coordinate term towards the teacher's embeddings); PKT, SP, CC and relaxed contrastive;
 self-distillation (student = the teacher's architecture and width, RKD-DA, no L2). Every other
 distillation loss of the package's registry is a method too, by its registry name.
 """
@@ -11,6 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: the weight W of the coordinate term W x mean ||s_i - t_i||^2 of "rkd-da-compat"
+#: (``DistillConfig.compat_weight``): the teacher's embeddings are unit vectors, so the term is of
+#: order 1 (2 for a unit vector orthogonal to the teacher's), the order of RKD-DA's own loss;
+#: W = 1 lets neither term dominate (not tuned)
+COMPAT_WEIGHT = 1.0
 #: the library's RKD-DA + FitNet objective (:class:`rkd_pml.losses.rkd_fitnet.RKDFitNetLoss`)
 COMBINED_FITNET_LOSS = "rkd-fitnet"
 
@@ -47,6 +53,16 @@ METHODS: dict[str, Method] = {
                              describe="RKD-DA + 1 x the student's triplet loss (margin 0.2, distance-weighted triplets)"),
     "rkd-da-fitnet": Method("RKD-DA + FitNet", "distill", COMBINED_FITNET_LOSS,
                             describe="RKD-DA + 1 x FitNet (map to the teacher's width, MSE)"),
+    "rkd-da-compat": Method("RKD-DA + compat", "distill", "rkd", (("compat_weight", COMPAT_WEIGHT),),
+                            describe=f"RKD-DA + {COMPAT_WEIGHT:g} x mean ||s_i - t_i||^2 (the student's embedding "
+                                     "pulled onto the teacher's, no map: needs the teacher's width)"),
+    "pkt": Method("PKT", "distill", "pkt",
+                  describe="PKT (Passalis and Tefas 2018): KL between cosine-similarity distributions"),
+    "sp": Method("SP", "distill", "sp", describe="SP (Tung and Mori 2019): row-normalised batch Gram matrices"),
+    "cc": Method("CC", "distill", "cc", describe="CC (Peng et al. 2019): Taylor-RBF batch correlation matrices"),
+    "relaxed-contrastive": Method("Relaxed contrastive", "distill", "relaxed-contrastive",
+                                  describe="relaxed contrastive (Kim et al. 2021): the teacher's distances as soft "
+                                           "labels"),
     "self": Method("Self-distillation (RKD-DA)", "distill", "rkd",
                    describe="student = the teacher's architecture and width, RKD-DA, no L2"),
     "self-long": Method("Self-distillation (RKD-DA) at the teacher's budget", "distill", "rkd",

@@ -61,6 +61,11 @@ def teacher_seed(recipe: Recipe, seed: int) -> int:
     return seed if recipe.teacher_per_seed else 0
 
 
+def student_seed(recipe: Recipe, seed: int) -> int:
+    """The training seed of the students of study seed ``seed`` (their records and keys carry it)."""
+    return seed + recipe.student_seed_offset
+
+
 #: which student L2 variants a method trains: "both", "off", "on" or "paper" (the paper row's setting)
 L2_CHOICES = ("both", "off", "on", "paper")
 
@@ -78,6 +83,9 @@ def plan_jobs(recipe: Recipe, seeds: Iterable[int], sizes: Iterable[int], method
               l2: Iterable[bool] | str | dict[str, str]) -> list[Job]:
     """All runs of the study, in submission order (teachers, then seed by seed, longest first).
 
+    A student of study seed s trains with :func:`student_seed` and distils the teacher of
+    :func:`teacher_seed`.
+
     ``l2``: the student L2 variants of every method (booleans), or a spec of :data:`L2_CHOICES`
     (one for all, or per method with "*" for the others)."""
     seeds, sizes, methods = list(seeds), list(sizes), list(methods)
@@ -87,16 +95,18 @@ def plan_jobs(recipe: Recipe, seeds: Iterable[int], sizes: Iterable[int], method
     jobs = [Job("teacher", "teacher", s, recipe.teacher_dim, True) for s in teachers]
     for seed in seeds:
         tkey = Job("teacher", "teacher", teacher_seed(recipe, seed), recipe.teacher_dim, True).key
+        s_seed = student_seed(recipe, seed)
         for method in SELF_METHODS:
             if method in methods:
-                jobs.append(Job("student", method, seed, recipe.teacher_dim, False, tkey))
+                jobs.append(Job("student", method, s_seed, recipe.teacher_dim, False, tkey))
         for dim in sorted(sizes, reverse=True):
             for method in methods:
                 if method in SELF_METHODS:
                     continue
                 variants = l2 if isinstance(l2, tuple) else l2_variants(method, l2)
                 for v in variants:
-                    jobs.append(Job("student", method, seed, dim, v, None if METHODS[method].job == "baseline" else tkey))
+                    jobs.append(Job("student", method, s_seed, dim, v,
+                                    None if METHODS[method].job == "baseline" else tkey))
     return jobs
 
 

@@ -60,6 +60,9 @@ class Recipe:
     #: self-distillation trains this many times the teacher's iterations on the students' schedule
     #: (the paper: 80 vs 40 epochs); None: the students' budget (the first study)
     self_scale: float | None = 2.0
+    #: a student of seed s trains with seed s + this offset and distils the teacher of seed s, so its
+    #: initialisation and batches are not its teacher's (0: the teacher's seed, as the first studies ran)
+    student_seed_offset: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
@@ -105,6 +108,8 @@ class Recipe:
         for name in ("lr_drops", "teacher_lr_drops"):
             if any(not 0 < f < 1 for f in getattr(self, name)):
                 raise SystemExit(f"--{name.replace('_', '-')}: fractions of the budget, each in (0, 1)")
+        if self.student_seed_offset < 0:
+            raise SystemExit("the students' seed offset must be at least 0")
         if not 0 < self.val_fraction < 1:
             raise SystemExit("--val-fraction must be in (0, 1): epochs are selected on the validation split")
         if self.precision not in ("fp32", "bf16", "fp16"):

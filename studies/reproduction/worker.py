@@ -117,6 +117,8 @@ def build_record(job: Job, recipe: Recipe, run_dir: Path, results: dict[str, Any
         "selection_split": results.get("selection_split") if results is not None else "val",
         "selected": at(selected, with_val=True),
         "best_on_test": at(best_test),
+        # the selected student's queries in its teacher's gallery (run_job fills it in)
+        "asymmetric": None,
         "last": at(last),
         "diverged": diverged,
         "curve": [
@@ -137,6 +139,26 @@ def build_record(job: Job, recipe: Recipe, run_dir: Path, results: dict[str, Any
     if earlier_device and earlier_device != ran_on:
         record["earlier_device"] = earlier_device
     return record
+
+
+def asymmetric_metrics(run_dir: Path, teacher_dir: Path, device: str = "cpu") -> dict[str, Any] | None:
+    """Cross-model retrieval of a finished student: its saved model (the epoch chosen on the
+    validation split) embeds the test queries, its teacher's saved model (the teacher's chosen
+    epoch) the gallery; ``{"gallery": <teacher run>, "test": {"recall@K": ...}}``, or None when
+    the student saved no model (it diverged before its first evaluation)."""
+    from rkd_pml.evaluation.cross_model import ASYMMETRIC
+    from rkd_pml.training import evaluate_saved
+
+    if not (run_dir / "model").is_dir():
+        return None
+    found = evaluate_saved(run_dir, split="test", device=device, progress=False, gallery_model=teacher_dir)
+    test = {k[len(ASYMMETRIC):]: v for k, v in found.items() if k.startswith(ASYMMETRIC)}
+    return {"gallery": teacher_dir.name, "test": _metrics(test)}
+
+
+def wants_asymmetric(job: Job, recipe: Recipe) -> bool:
+    """Whether ``job``'s record gets :func:`asymmetric_metrics`: a distilled student as wide as its teacher."""
+    return job.teacher_key is not None and job.dim == recipe.teacher_dim
 
 
 def run_job(job: Job, recipe: Recipe, out: str, keep_checkpoints: bool = False, device: str = "cpu") -> dict[str, Any]:
@@ -177,6 +199,8 @@ def run_job(job: Job, recipe: Recipe, out: str, keep_checkpoints: bool = False, 
             trained = True
             record = build_record(job, recipe, run_dir, results, time.perf_counter() - started, trained,
                                   diverged, device, earlier)
+        if wants_asymmetric(job, recipe):
+            record["asymmetric"] = asymmetric_metrics(run_dir, out_path / "runs" / job.teacher_key, device)
         if job.kind != "teacher" and not keep_checkpoints:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         print(f"--- done in {time.perf_counter() - started:.1f}s")
