@@ -4,7 +4,7 @@ from ._lazy import lazy_package
 
 # imported on first use (``rkd-pml --help`` needs none of them)
 _EXPORTS = {
-    **dict.fromkeys(("DATASETS", "class_balanced_sampler", "load_dataset"), ".data"),
+    **dict.fromkeys(("DATASETS", "DataSettings", "class_balanced_sampler", "load_dataset", "resolve_data_settings"), ".data"),
     **dict.fromkeys(("embed", "evaluate"), ".evaluation"),
     **dict.fromkeys(
         (
@@ -14,9 +14,9 @@ _EXPORTS = {
             "PKTLoss",
             "RKDAngleLoss",
             "RKDDistanceLoss",
+            "EmbeddingCompatibilityLoss",
+            "RKDFitNetLoss",
             "RKDLoss",
-    "RelaxedContrastiveLoss",
-    "SimilarityPreservingLoss",
             "RelaxedContrastiveLoss",
             "SimilarityPreservingLoss",
         ),
@@ -30,12 +30,15 @@ __all__ = [
     "CorrelationCongruenceLoss",
     "DATASETS",
     "DarkRankLoss",
+    "DataSettings",
+    "EmbeddingCompatibilityLoss",
     "EmbeddingModel",
     "FitNetEmbeddingLoss",
     "FrozenModel",
     "PKTLoss",
     "RKDAngleLoss",
     "RKDDistanceLoss",
+    "RKDFitNetLoss",
     "RKDLoss",
     "RelaxedContrastiveLoss",
     "SimilarityPreservingLoss",
@@ -44,5 +47,6 @@ __all__ = [
     "evaluate",
     "freeze_teacher",
     "load_dataset",
+    "resolve_data_settings",
 ]
 __version__ = "0.1.0"

@@ -31,7 +31,7 @@ from ..data.settings import INHERITED, DataSettings, resolve_data_settings
 from ..distributed import session as dist
 from ..models import build_model, load_teacher
 from .checkpoint import seed_everything
-from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, TripletConfig, config_differences, config_from_dict
+from .config import BaselineConfig, DistillConfig, TeacherConfig, TrainConfig, config_differences, config_from_dict
 from .loop import TrainingSetup, fit
 from .objective import build_objective, trainable_parameters
 from .resolve import resolve_m_per_class, resolve_recall_ks, resolve_val_fraction, training_data
