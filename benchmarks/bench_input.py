@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.bench_machine import check_device, machine_info  # noqa: E402
 
 DEFAULT_OMNIGLOT = "/work/shared/data/omniglot/images_background_small1.zip"
 
@@ -51,7 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None, metavar="FILE")
     p.add_argument("--quick", action="store_true", help="digits, 16 px, batch 20, 2 passes")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_device(p, args.device)
+    return args
 
 
 def _sync(device) -> None:
@@ -118,9 +121,7 @@ def main(argv=None) -> dict:
         "settings": {"dataset": dataset, "root": args.root if dataset == "omniglot" else None, "batch": args.batch,
                      "batches": args.batches, "repeats": args.repeats, "workers": args.workers, "device": str(device),
                      "transform": args.transform, "threads": torch.get_num_threads()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": machine_info(str(device), aliases={"cpu_count": "cpus", "load_average_start": "load_average"}),
     }
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -39,42 +39,21 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from benchmarks.bench_machine import GIB, Clock, check_device, machine_info, mem_available, peak_memory_during  # noqa: E402
+
 IMPLS = ("rkd_compiled", "rkd_eager", "official", "torchdistill")
 BACKEND_ENV = "RKD_PML_ANGLE_BACKEND"
-GIB = 1024**3
 
 
 # ----------------------------------------------------------------------------- worker side
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _hwm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def make_loss_fn(impl: str):
@@ -109,7 +88,6 @@ def worker(cfg: dict) -> dict:
     fn = make_loss_fn(cfg["impl"])
     dtype = getattr(torch, cfg["dtype"])
     device = torch.device(cfg.get("device", "cpu"))
-    cuda = device.type == "cuda"
 
     def inputs(n, seed=0):  # drawn on the CPU (the same numbers on every device), then moved
         g = torch.Generator().manual_seed(seed)
@@ -129,56 +107,19 @@ def worker(cfg: dict) -> dict:
     out["warmup_s"] = time.perf_counter() - t0
     student, teacher = inputs(cfg["n"])
     gc.collect()
-    if cuda and cfg["mode"] == "memory":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        out["loss"] = step(student, teacher)  # float(): synchronises
-        out["peak_extra_bytes"] = torch.cuda.max_memory_allocated(device) - base
-        out["memory_method"] = "torch.cuda.max_memory_allocated (reset before), minus memory allocated before"
-        return out
     if cfg["mode"] == "memory":
-        samples = []
-        if _reset_hwm():
-            base = _rss_bytes()
-            out["loss"] = step(student, teacher)
-            out["peak_extra_bytes"] = _hwm_bytes() - base
-            out["memory_method"] = "VmHWM reset via clear_refs, minus RSS before"
-        else:
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    samples.append(_rss_bytes())
-                    time.sleep(0.0005)
-
-            base = _rss_bytes()
-            th = threading.Thread(target=sample, daemon=True)
-            th.start()
-            out["loss"] = step(student, teacher)
-            stop.set()
-            th.join()
-            out["peak_extra_bytes"] = max(samples + [_rss_bytes()]) - base
-            out["memory_method"] = "RSS sampled every 0.5 ms, minus RSS before"
+        out["loss"], out["peak_extra_bytes"], out["memory_method"] = peak_memory_during(
+            lambda: step(student, teacher), device)  # fmt: skip
         return out
     times = []
     start = time.perf_counter()
     # at least `repeats` runs (fewer only past max_seconds); cheap configurations keep
     # going for min_seconds (at most 100 runs) so that the minimum is not a lucky draw
     while True:
-        if cuda:  # the GPU's own clock: events around the step, read after it has finished
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            begin.record()
-            loss = step(student, teacher, sync=False)
-            end.record()
-            end.synchronize()
-            out["loss"] = float(loss)
-            times.append(begin.elapsed_time(end) / 1000.0)
-        else:
-            t1 = time.perf_counter()
-            out["loss"] = step(student, teacher)
-            times.append(time.perf_counter() - t1)
+        clock = Clock(device)  # on a GPU: CUDA events around the step, read after it has finished
+        loss = step(student, teacher, sync=False)
+        times.append(clock.stop()[0])
+        out["loss"] = float(loss)
         elapsed = time.perf_counter() - start
         if len(times) >= 2 and elapsed > cfg["max_seconds"]:
             break
@@ -200,46 +141,6 @@ def estimate_bytes(impl: str, n: int, ds: int, dt: int) -> float:
         return 1.25 * (6.5 * n * n * (ds + dt) + 7.0 * n**3)
     # O(N^2) float64 matrices; the inputs' float64 copies
     return 8.0 * (40 * n * n + 2 * n * (ds + dt)) + 64 * 2**20
-
-
-def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 8 * GIB
-
-
-def machine_info(device: str = "cpu") -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "python": platform.python_version(),
-        "load_average_start": os.getloadavg(),
-        "device": device,
-        **(gpu_info(device) if device.startswith("cuda") else {}),
-    }
-
-
-def gpu_info(device: str) -> dict:
-    """The GPU's name, memory and the CUDA version torch was built with."""
-    import torch
-
-    props = torch.cuda.get_device_properties(torch.device(device))
-    free, total = torch.cuda.mem_get_info(torch.device(device))
-    return {"gpu": props.name, "gpu_mem_total_gib": round(total / GIB, 1), "gpu_mem_free_gib": round(free / GIB, 1),
-            "cuda": torch.version.cuda}
 
 
 def run_worker(cfg: dict, timeout: float) -> dict:
@@ -341,14 +242,8 @@ def main(argv=None) -> int:
     for i in impls:
         if i not in IMPLS:
             p.error(f"unknown implementation {i!r}; choose from {IMPLS}")
-    if not (args.device == "cpu" or args.device == "cuda" or args.device.startswith("cuda:")):
-        p.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
-    if args.device != "cpu":
-        import torch
-
-        if not torch.cuda.is_available():
-            p.error(f"--device {args.device}: no CUDA GPU is available")
-    info = machine_info(args.device)
+    check_device(p, args.device)
+    info = machine_info(args.device, aliases={"cpu_count": "logical_cpus"})
     free = info["gpu_mem_free_gib"] * GIB if args.device != "cpu" else mem_available()
     budget = args.mem_budget_gib * GIB if args.mem_budget_gib else 0.6 * free
     info.update(threads=args.threads, dtype=args.dtype, ds=args.ds, memory_budget_gib=round(budget / GIB, 1),

@@ -30,11 +30,14 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.bench_machine import check_device, machine_info  # noqa: E402
 
 QUICK = dict(dataset="digits", root=None, image_size=16, teacher="resnet10t", teacher_dim=16, student="resnet10t",
              student_dim=8, batch=20, m_per_class=5, steps=3, epochs=2, num_workers=0)  # fmt: skip
@@ -74,13 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.batch % args.m_per_class:
         p.error(f"--batch ({args.batch}) must be a multiple of --m-per-class ({args.m_per_class})")
-    if not (args.device in ("cpu", "cuda") or args.device.startswith("cuda:")):
-        p.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
-    if args.device != "cpu":
-        import torch
-
-        if not torch.cuda.is_available():
-            p.error(f"--device {args.device}: no CUDA GPU is available")
+    check_device(p, args.device)
     if args.root is not None and not os.path.exists(args.root):
         p.error(f"--root {args.root}: no such file or folder")
     return args
@@ -177,18 +174,6 @@ def run_once(args: argparse.Namespace, teacher: Path, out: Path, workers: int) -
             "num_workers": workers, "loss": last.get("loss")}  # fmt: skip
 
 
-def machine(args: argparse.Namespace) -> dict[str, Any]:
-    import timm
-    import torch
-
-    info = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "device": args.device, "load_average_start": os.getloadavg()}  # fmt: skip
-    if args.device != "cpu":
-        props = torch.cuda.get_device_properties(torch.device(args.device))
-        info.update(gpu=props.name, gpu_mem_total_gib=round(props.total_memory / 1024**3, 1), cuda=torch.version.cuda)
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -197,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"machine": machine(args), "args": vars(args), "results": []}
+    report: dict[str, Any] = {"machine": machine_info(args.device), "args": vars(args), "results": []}
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         teacher = save_teacher(args, Path(tmp))
         real = run_once(args, teacher, Path(tmp) / "real", args.num_workers)

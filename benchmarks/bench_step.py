@@ -44,12 +44,15 @@ import contextlib
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.bench_machine import Clock, check_device, machine_info  # noqa: E402
 
 CONFIGS = ("fp32", "bf16_channels_last", "bf16_channels_last_compile", "teacher_cache")
 QUICK = dict(teacher="test_resnet", student="test_resnet", teacher_dim=16, student_dim=8, batch=8, size=32,
@@ -81,13 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [c for c in args.configs.split(",") if c and c not in CONFIGS]
     if unknown:
         p.error(f"--configs: unknown {unknown}; choose from {CONFIGS}")
-    if not (args.device in ("cpu", "cuda") or args.device.startswith("cuda:")):
-        p.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
-    if args.device != "cpu":
-        import torch
-
-        if not torch.cuda.is_available():
-            p.error(f"--device {args.device}: no CUDA GPU is available")
+    check_device(p, args.device)
     return args
 
 
@@ -142,48 +139,11 @@ class Bench:
         loss.backward()
         self.opt.step()
         t = clock.stop()
-        if clock.cuda:
-            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device) - clock.base_bytes)
+        self.peak_bytes = max(self.peak_bytes, clock.peak_bytes())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: non-finite loss {loss.item()}")
         return {"teacher_or_cache": t[0], "student_fwd": t[1], "loss_fwd": t[2],
                 "backward_and_step": t[3], "total": sum(t)}  # fmt: skip
-
-
-class Clock:
-    """Seconds between marks: wall clock on the CPU; on a GPU, CUDA events recorded on the
-    current stream (after a synchronisation at the start; read once the step has finished),
-    with the peak-memory counter reset at the start (``base_bytes``: allocated then)."""
-
-    def __init__(self, device):
-        import torch
-
-        self.cuda = device.type == "cuda"
-        if self.cuda:
-            torch.cuda.synchronize(device)
-            self.base_bytes = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            self.marks = [torch.cuda.Event(enable_timing=True)]
-            self.marks[0].record()
-        else:
-            self.marks = [time.perf_counter()]
-
-    def mark(self) -> None:
-        import torch
-
-        if self.cuda:
-            self.marks.append(torch.cuda.Event(enable_timing=True))
-            self.marks[-1].record()
-        else:
-            self.marks.append(time.perf_counter())
-
-    def stop(self) -> list[float]:
-        """The seconds between consecutive marks (the last one taken now)."""
-        self.mark()
-        if self.cuda:
-            self.marks[-1].synchronize()
-            return [a.elapsed_time(b) / 1000.0 for a, b in zip(self.marks, self.marks[1:])]
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
 def build_cache(args, teacher, view, tmp):
@@ -213,24 +173,8 @@ def build_cache(args, teacher, view, tmp):
 
 
 def machine(args) -> dict:
-    import timm
-    import torch
-
-    gpu = {}
-    if args.device != "cpu":
-        props = torch.cuda.get_device_properties(torch.device(args.device))
-        gpu = {"gpu": props.name, "gpu_mem_total_gib": round(props.total_memory / 1024**3, 1), "cuda": torch.version.cuda}
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-            "cpu": cpu, "cpu_count": os.cpu_count(), "threads": args.threads,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg(),
-            "device": args.device, **gpu}  # fmt: skip
+    """The machine's description (:func:`machine_info`), the torch threads and OMP_WAIT_POLICY."""
+    return {**machine_info(args.device), "threads": args.threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
 def main(argv=None) -> int:
