@@ -108,6 +108,15 @@ def relations(x: Tensor, *, normalize: bool = False) -> Relations:
     """
     source_dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
+        y, scale = centred_batch(x, normalize=normalize)
+        return relations_of_centred(y, scale, source_dtype)
+
+
+def centred_batch(x: Tensor, *, normalize: bool = False) -> tuple[Tensor, Tensor]:
+    """``(y, scale)``: ``y`` ``(N, D)`` float64 is ``x`` (L2-normalised rows first with
+    ``normalize``) centred and divided by ``scale``, the 0-d power of two of
+    :func:`power_of_two_scale` (detached). Differentiable w.r.t. ``x``."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
         if normalize:
             x = unit_rows(x)
         # One pass: the float64 mean, then the float64 centred batch (exact differences).
@@ -115,12 +124,17 @@ def relations(x: Tensor, *, normalize: bool = False) -> Relations:
         if x.dtype != ACCUMULATE_DTYPE:  # only for dtypes that do not promote to float64
             x = x.to(ACCUMULATE_DTYPE)
         scale = power_of_two_scale(x)
-        x = x / scale
-        gram = x @ x.T
-        if torch.is_grad_enabled() and x.requires_grad:
-            dist, inv_dist, half_sq = _distances(gram)
-        else:
-            dist, inv_dist, half_sq = _distances_inplace(gram)
+        return x / scale, scale
+
+
+def relations_of_centred(y: Tensor, scale: Tensor, source_dtype: torch.dtype) -> Relations:
+    """:class:`Relations` of a batch ``y`` ``(N, D)`` already formed by :func:`centred_batch`
+    (the second half of :func:`relations`); differentiable w.r.t. ``y`` in grad mode."""
+    gram = y @ y.T
+    if torch.is_grad_enabled() and y.requires_grad:
+        dist, inv_dist, half_sq = _distances(gram)
+    else:
+        dist, inv_dist, half_sq = _distances_inplace(gram)
     return Relations(
         gram=gram,
         dist=dist,

@@ -1,0 +1,172 @@
+"""RKD-D and the all-triplets RKD-A of a global batch shared out among processes, with the
+gradient w.r.t. the embeddings formed analytically.
+
+Every process holds the whole (gathered) batch of ``N`` rows. Inside
+:func:`~rkd_pml.functional.angle_share.sharing_triplets` each one forms the relations of both
+models without autograd (an ``N x N`` Gram matrix and element-wise ``N x N`` work, no
+``N x N`` autograd graph), evaluates the RKD-D pairs ``(i, j)`` and the angle triplets whose
+first index (the vertex) is one of its own rows, and turns the derivative of each term w.r.t.
+the squared distances ``s_ij = |y_i - y_j|^2`` into the gradient w.r.t. the centred batch
+``y`` ``(N, D)``::
+
+    dL/dy = 2 (diag(S 1) - S) y,   S = C + C^T,   C_ij = dL/ds_ij   (0 for duplicate pairs).
+
+The loss shares and these ``N x D`` gradients are summed across the processes by one
+all-reduce in the forward pass (``3 + 3 N D`` float64 numbers at most, in an order common to
+all processes), so each process ends with the loss and gradient of the whole batch; the
+backward pass only scales the saved gradients (no collective).
+
+RKD-D normalises by the mean distance ``mu`` of the whole batch, known to every process (the
+full distances are formed). Its derivative through ``mu`` needs a sum over all pairs,
+``A = sum_ij g_ij d_ij``; with ``Q`` the gradient of ``sum_ij s_ij^(1/2) / 2``-type
+coefficients ``r_ij / 2`` it is ``-A / (M mu)^2 Q`` (``M = N (N - 1)``): the shares of ``A``
+and ``Q`` go into the same all-reduce and the product is formed after it.
+
+Second derivatives (``create_graph=True``): the backward pass recomputes the loss by the
+differentiable path (:func:`~rkd_pml.functional.relations.relations_of_centred`, the fused
+angle term with its own sharing) and differentiates that, so the second derivative is the
+exact one of the unshared path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from .angle import angle_compute_dtype, rkd_angle_all_triplets_mean
+from .angle_share import TripletShare, sharing_triplets
+from .angle_tiles import _no_autocast, angle_sums
+from .distance import all_distinct_pairs, rkd_distance_pair_losses
+from .relations import Relations, relations_of_centred
+
+
+def pair_gradient(c: Tensor, y: Tensor) -> Tensor:
+    """``dL/dy`` ``(N, D)`` for ``dL/ds = c`` ``(N, N)``, ``s_ij = |y_i - y_j|^2``."""
+    s = c + c.T
+    return 2.0 * (s.sum(dim=1, keepdim=True) * y - s @ y)
+
+
+def row_pair_gradient(cb: Tensor, rows: slice, y: Tensor) -> Tensor:
+    """:func:`pair_gradient` of a ``c`` that is zero outside ``rows``; ``cb`` ``(R, N)`` is
+    ``c[rows]`` (two ``R x N x D`` products instead of one ``N x N x D``)."""
+    g = -(cb.T @ y[rows])
+    g[rows] -= cb @ y
+    degree = cb.sum(dim=0)
+    degree[rows] += cb.sum(dim=1)
+    return 2.0 * (g + degree.unsqueeze(1) * y)
+
+
+def _mean_distance(dist: Tensor) -> tuple[Tensor, bool]:
+    n = dist.shape[0]
+    raw = dist.sum() / (n * (n - 1))
+    tiny = torch.finfo(dist.dtype).tiny
+    return raw.clamp_min(tiny), bool(raw >= tiny)
+
+
+class _SharedRKD(torch.autograd.Function):
+    """``(RKD-D mean, RKD-A mean)`` of the centred batch ``y`` (float64 0-d each); a term not
+    wanted is 0 without gradient."""
+
+    @staticmethod
+    def forward(ctx, y, scale, source_dtype, teacher, share, want_d, want_a, backend, tile, need_grad):
+        n, width = y.shape
+        rows = slice(share.start, share.stop)
+        y0 = y.detach()
+        with torch.no_grad(), _no_autocast(y.device):
+            student = relations_of_centred(y0, scale, source_dtype)
+            m = n * (n - 1)
+            sizes = [3] + [width * n] * ((want_a + 2 * want_d) if need_grad else 0)
+            buf = torch.zeros(sum(sizes), dtype=torch.float64, device=y.device)
+            head, *grads = buf.split(sizes)
+            grads = [g.view(n, width) for g in grads]
+            pos = share.positions.to(y.device)
+            if want_d:
+                mu_s, live = _mean_distance(student.dist)
+                mu_t, _ = _mean_distance(teacher.dist)
+                ps, pt = student.dist[rows] / mu_s, teacher.dist[rows] / mu_t
+                head[0] = F.smooth_l1_loss(ps, pt, reduction="sum", beta=1.0) / m
+                if need_grad:
+                    g = (ps - pt).clamp_(-1.0, 1.0)
+                    head[2] = (g * student.dist[rows]).sum() if live else 0.0
+                    half_r = student.inv_dist[rows] * 0.5
+                    grads[-2].index_copy_(0, pos, row_pair_gradient(g * half_r / (m * mu_s), rows, y0))
+                    grads[-1].index_copy_(0, pos, row_pair_gradient(half_r, rows, y0))
+            if want_a:
+                norm = float(n * (n - 1) * (n - 2))
+                loss_sum, d_h, d_r_over_d = angle_sums(
+                    student.half_sq_dist, student.inv_dist, teacher.half_sq_dist, teacher.inv_dist,
+                    need_grad=need_grad, backend=backend, compute_dtype=angle_compute_dtype(student, teacher),
+                    tile=tile, vertices=(share.start, share.stop),
+                )  # fmt: skip
+                head[1] = loss_sum / norm
+                if need_grad:
+                    r = student.inv_dist
+                    c = torch.where(r > 0, (d_h - d_r_over_d * r * r) * (0.5 / norm), 0.0)
+                    grads[0].index_copy_(0, pos, pair_gradient(c, y0))
+                    del c, d_h, d_r_over_d
+            share.reduce(buf)
+            if need_grad:
+                local = [gr.index_select(0, pos) for gr in grads]
+                g_a = local[0] if want_a else None
+                g_d = None
+                if want_d:
+                    g_d = local[-2]
+                    if live:
+                        g_d.sub_(local[-1], alpha=float(head[2]) / float(m * mu_s) ** 2)
+                ctx.save_for_backward(y)
+                ctx.parts = (g_d, g_a)
+                ctx.recompute = (scale, source_dtype, teacher, share, want_d, want_a, backend, tile)
+        return head[0].clone(), head[1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_d, grad_a):
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the unshared path
+            (y,) = ctx.saved_tensors
+            return (_recomputed_gradient(y, grad_d, grad_a, *ctx.recompute),) + (None,) * 9
+        g_d, g_a = ctx.parts
+        out = None
+        for part, weight in ((g_d, grad_d), (g_a, grad_a)):
+            if part is not None:
+                out = part * weight if out is None else out + part * weight
+        return (out,) + (None,) * 9
+
+
+def _recomputed_gradient(y, grad_d, grad_a, scale, source_dtype, teacher, share, want_d, want_a, backend, tile):
+    """``grad_d dD/dy + grad_a dA/dy`` by autograd through the differentiable path, with its graph."""
+    with torch.enable_grad(), sharing_triplets(share), _no_autocast(y.device):
+        student = relations_of_centred(y, scale, source_dtype)
+        outs, weights = [], []
+        if want_d:
+            first, second = all_distinct_pairs(student.size, y.device)
+            outs.append(rkd_distance_pair_losses(student, teacher, first, second).mean())
+            weights.append(grad_d)
+        if want_a:
+            outs.append(rkd_angle_all_triplets_mean(student, teacher, backend=backend, tile=tile))
+            weights.append(grad_a)
+        (grad,) = torch.autograd.grad(outs, y, weights, create_graph=True)
+    return grad
+
+
+def shared_rkd_means(
+    y: Tensor,
+    scale: Tensor,
+    source_dtype: torch.dtype,
+    teacher: Relations,
+    share: TripletShare,
+    *,
+    distance: bool = True,
+    angle: bool = True,
+    backend: str = "auto",
+    tile: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """RKD-D mean over ordered pairs and RKD-A mean over ordered triplets of distinct examples
+    of the whole batch (float64 0-d each), this process evaluating its ``share``.
+
+    ``y`` ``(N, D)`` float64 and ``scale`` come from
+    :func:`~rkd_pml.functional.relations.centred_batch` of the student's batch (``N >= 3``);
+    ``teacher`` are the teacher's relations. Every process of the share must call this with
+    the same flags. A term not asked for is 0.
+    """
+    need_grad = torch.is_grad_enabled() and y.requires_grad
+    return _SharedRKD.apply(y, scale, source_dtype, teacher, share, bool(distance), bool(angle), backend, tile, need_grad)
