@@ -100,10 +100,11 @@ class _SharedRKD(torch.autograd.Function):
                     tile=tile, vertices=(share.start, share.stop),
                 )  # fmt: skip
                 head[1] = loss_sum / norm
-                if need_grad:
-                    r = student.inv_dist
-                    c = torch.where(r > 0, (d_h - d_r_over_d * r * r) * (0.5 / norm), 0.0)
-                    grads[0].index_copy_(0, pos, pair_gradient(c, y0))
+                if need_grad:  # dL/ds = (dL/dh - dL/dr r^3 / ... ) / 2 = (d_h - d_r_over_d r^2) / 2
+                    r_rows = student.inv_dist[rows]
+                    c = d_h.masked_fill_(student.inv_dist == 0, 0.0)  # no gradient through duplicates
+                    c[rows] -= d_r_over_d[rows] * r_rows * r_rows  # d_r_over_d is 0 off the vertex rows
+                    grads[0].index_copy_(0, pos, pair_gradient(c.mul_(0.5 / norm), y0))
                     del c, d_h, d_r_over_d
             share.reduce(buf)
             if need_grad:
