@@ -149,6 +149,7 @@ def _recomputed_gradient(y, grad_d, grad_a, scale, source_dtype, teacher, share,
     return grad
 
 
+@torch.compiler.disable
 def shared_rkd_means(
     y: Tensor,
     scale: Tensor,
