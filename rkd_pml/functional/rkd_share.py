@@ -18,9 +18,10 @@ backward pass only scales the saved gradients (no collective).
 
 RKD-D normalises by the mean distance ``mu`` of the whole batch, known to every process (the
 full distances are formed). Its derivative through ``mu`` needs a sum over all pairs,
-``A = sum_ij g_ij d_ij``; with ``Q`` the gradient of ``sum_ij s_ij^(1/2) / 2``-type
-coefficients ``r_ij / 2`` it is ``-A / (M mu)^2 Q`` (``M = N (N - 1)``): the shares of ``A``
-and ``Q`` go into the same all-reduce and the product is formed after it.
+``A = sum_ij g_ij d_ij`` (``g`` the Huber derivative); with ``Q`` the gradient w.r.t. ``y``
+of the sum of all distances (coefficients ``C_ij = r_ij / 2``) it is ``-A / (M mu)^2 Q``
+(``M = N (N - 1)``): the shares of ``A`` and ``Q`` go into the same all-reduce and the product
+is formed after it.
 
 Second derivatives (``create_graph=True``): the backward pass recomputes the loss by the
 differentiable path (:func:`~rkd_pml.functional.relations.relations_of_centred`, the fused
@@ -100,7 +101,7 @@ class _SharedRKD(torch.autograd.Function):
                     tile=tile, vertices=(share.start, share.stop),
                 )  # fmt: skip
                 head[1] = loss_sum / norm
-                if need_grad:  # dL/ds = (dL/dh - dL/dr r^3 / ... ) / 2 = (d_h - d_r_over_d r^2) / 2
+                if need_grad:  # dL/ds = dL/dh / 2 - dL/dr r^3 / 2 = (d_h - d_r_over_d r^2) / 2 (d r = 1)
                     r_rows = student.inv_dist[rows]
                     c = d_h.masked_fill_(student.inv_dist == 0, 0.0)  # no gradient through duplicates
                     c[rows] -= d_r_over_d[rows] * r_rows * r_rows  # d_r_over_d is 0 off the vertex rows
