@@ -35,11 +35,12 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .angle import angle_compute_dtype, rkd_angle_all_triplets_mean
+from .angle import compute_dtype_of, rkd_angle_all_triplets_mean
+from .angle_backend import wants_triton
 from .angle_share import TripletShare, sharing_triplets
 from .angle_tiles import _no_autocast, angle_sums
 from .distance import all_distinct_pairs, rkd_distance_pair_losses
-from .relations import Relations, relations_of_centred
+from .relations import relations_of_centred
 
 
 def pair_gradient(c: Tensor, y: Tensor) -> Tensor:
@@ -70,12 +71,16 @@ class _SharedRKD(torch.autograd.Function):
     wanted is 0 without gradient."""
 
     @staticmethod
-    def forward(ctx, y, scale, source_dtype, teacher, share, want_d, want_a, backend, tile, need_grad):
+    def forward(ctx, y, scale, source_dtype, teacher_batch, share, want_d, want_a, backend, tile, need_grad):
         n, width = y.shape
         rows = slice(share.start, share.stop)
         y0 = y.detach()
         with torch.no_grad(), _no_autocast(y.device):
-            student = relations_of_centred(y0, scale, source_dtype)
+            # The angle driver reads r at the vertex rows only (the Triton kernel: everywhere).
+            compute_dtype = compute_dtype_of(source_dtype, teacher_batch[2])
+            inv_rows = None if wants_triton(backend, y.device, compute_dtype) else rows
+            student = relations_of_centred(y0, scale, source_dtype, inv_rows)
+            teacher = relations_of_centred(*teacher_batch, inv_rows)
             m = n * (n - 1)
             sizes = [3] + [width * n] * ((want_a + 2 * want_d) if need_grad else 0)
             buf = torch.zeros(sum(sizes), dtype=torch.float64, device=y.device)
@@ -97,13 +102,13 @@ class _SharedRKD(torch.autograd.Function):
                 norm = float(n * (n - 1) * (n - 2))
                 loss_sum, d_h, d_r_over_d = angle_sums(
                     student.half_sq_dist, student.inv_dist, teacher.half_sq_dist, teacher.inv_dist,
-                    need_grad=need_grad, backend=backend, compute_dtype=angle_compute_dtype(student, teacher),
+                    need_grad=need_grad, backend=backend, compute_dtype=compute_dtype,
                     tile=tile, vertices=(share.start, share.stop),
                 )  # fmt: skip
                 head[1] = loss_sum / norm
                 if need_grad:  # dL/ds = dL/dh / 2 - dL/dr r^3 / 2 = (d_h - d_r_over_d r^2) / 2 (d r = 1)
                     r_rows = student.inv_dist[rows]
-                    c = d_h.masked_fill_(student.inv_dist == 0, 0.0)  # no gradient through duplicates
+                    c = d_h.masked_fill_(student.half_sq_dist == 0, 0.0)  # none through duplicates
                     c[rows] -= d_r_over_d[rows] * r_rows * r_rows  # d_r_over_d is 0 off the vertex rows
                     grads[0].index_copy_(0, pos, pair_gradient(c.mul_(0.5 / norm), y0))
                     del c, d_h, d_r_over_d
@@ -118,7 +123,7 @@ class _SharedRKD(torch.autograd.Function):
                         g_d.sub_(local[-1], alpha=float(head[2]) / float(m * mu_s) ** 2)
                 ctx.save_for_backward(y)
                 ctx.parts = (g_d, g_a)
-                ctx.recompute = (scale, source_dtype, teacher, share, want_d, want_a, backend, tile)
+                ctx.recompute = (scale, source_dtype, teacher_batch, share, want_d, want_a, backend, tile)
         return head[0].clone(), head[1].clone()
 
     @staticmethod
@@ -134,9 +139,11 @@ class _SharedRKD(torch.autograd.Function):
         return (out,) + (None,) * 9
 
 
-def _recomputed_gradient(y, grad_d, grad_a, scale, source_dtype, teacher, share, want_d, want_a, backend, tile):
+def _recomputed_gradient(y, grad_d, grad_a, scale, source_dtype, teacher_batch, share, want_d, want_a, backend, tile):
     """``grad_d dD/dy + grad_a dA/dy`` by autograd through the differentiable path, with its graph."""
     with torch.enable_grad(), sharing_triplets(share), _no_autocast(y.device):
+        with torch.no_grad():
+            teacher = relations_of_centred(*teacher_batch)
         student = relations_of_centred(y, scale, source_dtype)
         outs, weights = [], []
         if want_d:
@@ -155,7 +162,7 @@ def shared_rkd_means(
     y: Tensor,
     scale: Tensor,
     source_dtype: torch.dtype,
-    teacher: Relations,
+    teacher: tuple[Tensor, Tensor, torch.dtype],
     share: TripletShare,
     *,
     distance: bool = True,
@@ -167,8 +174,9 @@ def shared_rkd_means(
     of the whole batch (float64 0-d each), this process evaluating its ``share``.
 
     ``y`` ``(N, D)`` float64 and ``scale`` come from
-    :func:`~rkd_pml.functional.relations.centred_batch` of the student's batch (``N >= 3``);
-    ``teacher`` are the teacher's relations. Every process of the share must call this with
+    :func:`~rkd_pml.functional.relations.centred_batch` of the student's batch (``N >= 3``),
+    whose dtype is ``source_dtype``; ``teacher`` is ``(y_t, scale_t, dtype_t)``, the same for
+    the teacher's batch (no gradient). Every process of the share must call this with
     the same flags. A term not asked for is 0.
     """
     need_grad = torch.is_grad_enabled() and y.requires_grad

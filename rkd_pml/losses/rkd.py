@@ -87,7 +87,7 @@ class RelationalDistillationLoss(DistillationLoss):
             return None
         normalize = self.distance.normalize_embeddings
         with torch.no_grad():
-            teacher = relations(ref_emb.detach(), normalize=normalize)
+            teacher = (*centred_batch(ref_emb.detach(), normalize=normalize), ref_emb.dtype)
         y, scale = centred_batch(embeddings, normalize=normalize)
         kinds = set(active.values())
         means = shared_rkd_means(

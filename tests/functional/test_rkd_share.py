@@ -15,7 +15,7 @@ import torch
 
 from rkd_pml import RKDLoss
 from rkd_pml.functional.angle_share import rank_share
-from rkd_pml.functional.relations import centred_batch, relations
+from rkd_pml.functional.relations import centred_batch
 from rkd_pml.functional.rkd_share import shared_rkd_means
 
 N = 30
@@ -60,7 +60,7 @@ def _shared(s, t, p, weights=(1.0, 2.0)):
             share = rank_share(n_local, rank, p, summer.reduce_for(rank))
             pos = share.positions  # local row k holds global row pos[k]
             x = s.index_select(0, pos).detach().requires_grad_(True)
-            teacher = relations(t.index_select(0, pos))
+            teacher = (*centred_batch(t.index_select(0, pos)), t.dtype)
             y, scale = centred_batch(x)
             d, a = shared_rkd_means(y, scale, x.dtype, teacher, share, backend="eager")
             loss = weights[0] * d + weights[1] * a
