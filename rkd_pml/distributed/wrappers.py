@@ -111,13 +111,23 @@ class RKDDistributedLossWrapper(DistributedLossWrapper):
         if world_size <= 1:
             return super().forward_regular_loss(emb, labels, indices_tuple, ref_emb, ref_labels, world_size)
         # PML gathers this process's rows first, then the others' in rank order.
-        share = rank_share(emb.shape[0], torch.distributed.get_rank(), world_size, _all_reduce_sum, emb.device)
+        share = rank_share(
+            emb.shape[0], torch.distributed.get_rank(), world_size, _all_reduce_sum, emb.device, _all_gather_rows
+        )
         with sharing_triplets(share):
             return super().forward_regular_loss(emb, labels, indices_tuple, ref_emb, ref_labels, world_size)
 
 
 def _all_reduce_sum(buf: Tensor) -> None:
     torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
+
+
+def _all_gather_rows(rows: Tensor) -> Tensor:
+    """``(W * R, C)``: the ``(R, C)`` tensors of every process, in rank order."""
+    out = torch.empty((torch.distributed.get_world_size() * rows.shape[0], *rows.shape[1:]), dtype=rows.dtype,
+                      device=rows.device)  # fmt: skip
+    torch.distributed.all_gather(list(out.chunk(torch.distributed.get_world_size())), rows.contiguous())
+    return out
 
 
 class RKDDistributedMinerWrapper(DistributedMinerWrapper):

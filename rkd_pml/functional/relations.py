@@ -152,6 +152,26 @@ def relations_of_centred(
     )
 
 
+def row_relations(gram_rows: Tensor, sq_norms: Tensor, rows: slice) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows ``rows`` ``(R, N)`` of the half squared distances, distances and inverse distances
+    of a batch ``y`` ``(N, D)`` formed by :func:`centred_batch`, from ``gram_rows = y[rows] @
+    y.T`` ``(R, N)`` and the squared norms ``(N,)`` (no autograd): the rows of
+    :func:`relations_of_centred`'s matrices, with the same duplicate rule, for ``R / N`` of
+    the work. Take the squared norms from Gram matrix products too (the diagonal of each
+    process's ``gram_rows``): their rounding then matches that of the cross products, which
+    keeps near pairs as well resolved as in the whole Gram matrix."""
+    scale = sq_norms[rows].unsqueeze(1) + sq_norms.unsqueeze(0)
+    sq_dist = torch.add(scale, gram_rows, alpha=-2.0)
+    duplicate = sq_dist <= (DUPLICATE_TOLERANCE**2) * scale
+    duplicate[:, rows].fill_diagonal_(True)
+    del scale
+    sq_dist.masked_fill_(duplicate, 1.0)
+    dist = sq_dist.sqrt().masked_fill_(duplicate, 0.0)
+    inv_dist = sq_dist.rsqrt().masked_fill_(duplicate, 0.0)
+    half_sq = sq_dist.mul_(0.5).masked_fill_(duplicate, 0.0)
+    return half_sq, dist, inv_dist
+
+
 def _duplicates(sq_dist: Tensor, scale: Tensor) -> Tensor:
     duplicate = sq_dist <= (DUPLICATE_TOLERANCE**2) * scale
     duplicate.fill_diagonal_(True)

@@ -40,7 +40,7 @@ from .angle_backend import wants_triton
 from .angle_share import TripletShare, sharing_triplets
 from .angle_tiles import _no_autocast, angle_sums
 from .distance import all_distinct_pairs, rkd_distance_pair_losses
-from .relations import relations_of_centred
+from .relations import relations_of_centred, row_relations
 
 
 def pair_gradient(c: Tensor, y: Tensor) -> Tensor:
@@ -59,11 +59,44 @@ def row_pair_gradient(cb: Tensor, rows: slice, y: Tensor) -> Tensor:
     return 2.0 * (g + degree.unsqueeze(1) * y)
 
 
-def _mean_distance(dist: Tensor) -> tuple[Tensor, bool]:
-    n = dist.shape[0]
-    raw = dist.sum() / (n * (n - 1))
-    tiny = torch.finfo(dist.dtype).tiny
+def _mean_distance(total: Tensor, n: int) -> tuple[Tensor, bool]:
+    """Mean distance over the ``N (N - 1)`` pairs from the sum of all distances, clamped at
+    the smallest normal number, and whether it is above it (has a derivative)."""
+    raw = total / (n * (n - 1))
+    tiny = torch.finfo(total.dtype).tiny
     return raw.clamp_min(tiny), bool(raw >= tiny)
+
+
+class _Batch:
+    """What this process needs of both models' relations, in the common row order:
+    ``h_s``, ``h_t`` ``(N, N)`` half squared distances (float64 or the compute dtype),
+    ``r_s``, ``r_t`` ``(N, N)`` inverse distances valid on the vertex rows, ``d_s``, ``d_t``
+    and ``ri_s`` ``(R, N)`` distances and inverse distances of the vertex rows, ``total_s``,
+    ``total_t`` the sums of all distances (float64 0-d)."""
+
+    def __init__(self, yc: Tensor, ytc: Tensor, rows: slice, share: TripletShare, dtype: torch.dtype, whole: bool):
+        n = yc.shape[0]
+        if whole or share.gather is None:  # every row here (the Triton kernel reads r everywhere)
+            s, t = (relations_of_centred(z, torch.ones(()), torch.float64) for z in (yc, ytc))
+            self.h_s, self.r_s, self.h_t, self.r_t = s.half_sq_dist, s.inv_dist, t.half_sq_dist, t.inv_dist
+            self.d_s, self.d_t, self.ri_s = s.dist[rows], t.dist[rows], s.inv_dist[rows]
+            self.total_s, self.total_t = s.dist.sum(), t.dist.sum()
+            return
+        # This process's rows; the squared norms and half squared distances of all rows come
+        # from the others (two gathers).
+        grams = [z[rows] @ z.T for z in (yc, ytc)]
+        norms = share.gather(torch.stack([g[:, rows].diagonal() for g in grams], dim=1)).unbind(dim=1)
+        h_s, self.d_s, self.ri_s = row_relations(grams[0], norms[0], rows)
+        h_t, self.d_t, ri_t = row_relations(grams[1], norms[1], rows)
+        del grams
+        sums = torch.stack([self.d_s.sum(dim=1), self.d_t.sum(dim=1)], dim=1)  # (R, 2) float64
+        packed = torch.cat([h_s.to(dtype), h_t.to(dtype), sums.view(dtype)], dim=1)  # bytes of the sums kept
+        everyone = share.gather(packed)
+        self.h_s, self.h_t = everyone[:, :n], everyone[:, n : 2 * n]
+        totals = everyone[:, 2 * n :].contiguous().view(torch.float64).sum(dim=0)
+        self.total_s, self.total_t = totals[0], totals[1]
+        self.r_s, self.r_t = (torch.zeros(n, n, dtype=torch.float64, device=yc.device) for _ in range(2))
+        self.r_s[rows], self.r_t[rows] = self.ri_s, ri_t
 
 
 class _SharedRKD(torch.autograd.Function):
@@ -73,45 +106,46 @@ class _SharedRKD(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, scale, source_dtype, teacher_batch, share, want_d, want_a, backend, tile, need_grad):
         n, width = y.shape
-        rows = slice(share.start, share.stop)
-        y0 = y.detach()
+        pos = share.positions.to(y.device)
+        order = torch.argsort(pos)  # the local row at each common position
+        c0 = int(pos[share.start])
+        rows = slice(c0, c0 + share.stop - share.start)  # this process's rows, common order
+        if not torch.equal(pos[share.start : share.stop].cpu(), torch.arange(rows.start, rows.stop)):
+            raise ValueError("a process's own rows must be consecutive in the common order")
         with torch.no_grad(), _no_autocast(y.device):
-            # The angle driver reads r at the vertex rows only (the Triton kernel: everywhere).
+            yc = y.detach().index_select(0, order)
             compute_dtype = compute_dtype_of(source_dtype, teacher_batch[2])
-            inv_rows = None if wants_triton(backend, y.device, compute_dtype) else rows
-            student = relations_of_centred(y0, scale, source_dtype, inv_rows)
-            teacher = relations_of_centred(*teacher_batch, inv_rows)
+            whole = wants_triton(backend, y.device, compute_dtype)
+            rel = _Batch(yc, teacher_batch[0].index_select(0, order), rows, share, compute_dtype, whole)
             m = n * (n - 1)
             sizes = [3] + [width * n] * ((want_a + 2 * want_d) if need_grad else 0)
             buf = torch.zeros(sum(sizes), dtype=torch.float64, device=y.device)
             head, *grads = buf.split(sizes)
-            grads = [g.view(n, width) for g in grads]
-            pos = share.positions.to(y.device)
+            grads = [g.view(n, width) for g in grads]  # common order
             if want_d:
-                mu_s, live = _mean_distance(student.dist)
-                mu_t, _ = _mean_distance(teacher.dist)
-                ps, pt = student.dist[rows] / mu_s, teacher.dist[rows] / mu_t
+                mu_s, live = _mean_distance(rel.total_s, n)
+                mu_t, _ = _mean_distance(rel.total_t, n)
+                ps, pt = rel.d_s / mu_s, rel.d_t / mu_t
                 head[0] = F.smooth_l1_loss(ps, pt, reduction="sum", beta=1.0) / m
                 if need_grad:
                     g = (ps - pt).clamp_(-1.0, 1.0)
-                    head[2] = (g * student.dist[rows]).sum() if live else 0.0
-                    half_r = student.inv_dist[rows] * 0.5
-                    grads[-2].index_copy_(0, pos, row_pair_gradient(g * half_r / (m * mu_s), rows, y0))
-                    grads[-1].index_copy_(0, pos, row_pair_gradient(half_r, rows, y0))
+                    head[2] = (g * rel.d_s).sum() if live else 0.0
+                    half_r = rel.ri_s * 0.5
+                    grads[-2].copy_(row_pair_gradient(g * half_r / (m * mu_s), rows, yc))
+                    grads[-1].copy_(row_pair_gradient(half_r, rows, yc))
             if want_a:
                 norm = float(n * (n - 1) * (n - 2))
                 loss_sum, d_h, d_r_over_d = angle_sums(
-                    student.half_sq_dist, student.inv_dist, teacher.half_sq_dist, teacher.inv_dist,
-                    need_grad=need_grad, backend=backend, compute_dtype=compute_dtype,
-                    tile=tile, vertices=(share.start, share.stop),
+                    rel.h_s, rel.r_s, rel.h_t, rel.r_t, need_grad=need_grad, backend=backend,
+                    compute_dtype=compute_dtype, tile=tile, vertices=(rows.start, rows.stop),
                 )  # fmt: skip
                 head[1] = loss_sum / norm
                 if need_grad:  # dL/ds = dL/dh / 2 - dL/dr r^3 / 2 = (d_h - d_r_over_d r^2) / 2 (d r = 1)
-                    r_rows = student.inv_dist[rows]
-                    c = d_h.masked_fill_(student.half_sq_dist == 0, 0.0)  # none through duplicates
-                    c[rows] -= d_r_over_d[rows] * r_rows * r_rows  # d_r_over_d is 0 off the vertex rows
-                    grads[0].index_copy_(0, pos, pair_gradient(c.mul_(0.5 / norm), y0))
+                    c = d_h.masked_fill_(rel.h_s == 0, 0.0)  # none through duplicates
+                    c[rows] -= d_r_over_d[rows] * rel.ri_s * rel.ri_s  # d_r_over_d is 0 off the vertex rows
+                    grads[0].copy_(pair_gradient(c.mul_(0.5 / norm), yc))
                     del c, d_h, d_r_over_d
+            del rel
             share.reduce(buf)
             if need_grad:
                 local = [gr.index_select(0, pos) for gr in grads]
