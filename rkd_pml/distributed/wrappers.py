@@ -18,10 +18,11 @@ indices refer to it (a plain miner would mine the local rows only).
   unequal sizes gloo aborts the process). The wrappers returned here compare the sizes first and
   raise the same ``ValueError`` on every rank.
 * RKD over all pairs and triplets is not repeated on every process: each one forms the
-  relations of the global batch without autograd, evaluates the RKD-D pairs and the RKD-A
-  triplets whose first index (the vertex) is one of its own rows, and turns their derivative
-  into a gradient w.r.t. the ``N x D`` embeddings; the loss shares and those gradients are
-  summed by one all-reduce (``3 + 3 N D`` float64 numbers at most) in the forward pass
+  relations of its own rows of the global batch without autograd and gathers the half
+  squared distances of the others' rows, evaluates the RKD-D pairs and the RKD-A triplets
+  whose first index (the vertex) is one of its own rows, and turns their derivative into a
+  gradient w.r.t. the ``N x D`` embeddings; the loss shares and those gradients are summed
+  by one all-reduce (``3 + 3 N D`` float64 numbers at most), all in the forward pass
   (:mod:`rkd_pml.functional.rkd_share`). Every process gets the global loss and gradient for
   ``1 / W`` of the ``N^3`` angle work. Mined tuples (an ``indices_tuple``), reducers other than
   ``MeanReducer`` and second derivatives take the unshared path (the angle term then still

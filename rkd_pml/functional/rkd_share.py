@@ -3,21 +3,24 @@ gradient w.r.t. the embeddings formed analytically.
 
 Every process holds the whole (gathered) batch of ``N`` rows. Inside
 :func:`~rkd_pml.functional.angle_share.sharing_triplets` each one forms the relations of both
-models without autograd (an ``N x N`` Gram matrix and element-wise ``N x N`` work, no
-``N x N`` autograd graph), evaluates the RKD-D pairs ``(i, j)`` and the angle triplets whose
+models for its own ``R = N / P`` rows only, without autograd (``R x N`` Gram rows and
+element-wise work; no ``N x N`` autograd graph), and receives the half squared distances of
+the other rows (the opposite sides of its angles) from the other processes, with the per-row
+distance sums that give the mean distance of the whole batch (two all-gathers: the squared
+norms, then those rows). It evaluates the RKD-D pairs ``(i, j)`` and the angle triplets whose
 first index (the vertex) is one of its own rows, and turns the derivative of each term w.r.t.
 the squared distances ``s_ij = |y_i - y_j|^2`` into the gradient w.r.t. the centred batch
 ``y`` ``(N, D)``::
 
     dL/dy = 2 (diag(S 1) - S) y,   S = C + C^T,   C_ij = dL/ds_ij   (0 for duplicate pairs).
 
-The loss shares and these ``N x D`` gradients are summed across the processes by one
-all-reduce in the forward pass (``3 + 3 N D`` float64 numbers at most, in an order common to
+Everything is laid out in the row order common to all processes. The loss shares and these
+``N x D`` gradients are summed across the processes by one all-reduce in the forward pass (``3 + 3 N D`` float64 numbers at most, in an order common to
 all processes), so each process ends with the loss and gradient of the whole batch; the
 backward pass only scales the saved gradients (no collective).
 
 RKD-D normalises by the mean distance ``mu`` of the whole batch, known to every process (the
-full distances are formed). Its derivative through ``mu`` needs a sum over all pairs,
+gathered row sums). Its derivative through ``mu`` needs a sum over all pairs,
 ``A = sum_ij g_ij d_ij`` (``g`` the Huber derivative); with ``Q`` the gradient w.r.t. ``y``
 of the sum of all distances (coefficients ``C_ij = r_ij / 2``) it is ``-A / (M mu)^2 Q``
 (``M = N (N - 1)``): the shares of ``A`` and ``Q`` go into the same all-reduce and the product
