@@ -15,9 +15,9 @@ the squared distances ``s_ij = |y_i - y_j|^2`` into the gradient w.r.t. the cent
     dL/dy = 2 (diag(S 1) - S) y,   S = C + C^T,   C_ij = dL/ds_ij   (0 for duplicate pairs).
 
 Everything is laid out in the row order common to all processes. The loss shares and these
-``N x D`` gradients are summed across the processes by one all-reduce in the forward pass (``3 + 3 N D`` float64 numbers at most, in an order common to
-all processes), so each process ends with the loss and gradient of the whole batch; the
-backward pass only scales the saved gradients (no collective).
+``N x D`` gradients are summed across the processes by one all-reduce in the forward pass
+(``3 + 3 N D`` float64 numbers at most), so each process ends with the loss and gradient of
+the whole batch; the backward pass only scales the saved gradients (no collective).
 
 RKD-D normalises by the mean distance ``mu`` of the whole batch, known to every process (the
 gathered row sums). Its derivative through ``mu`` needs a sum over all pairs,
