@@ -5,8 +5,9 @@ batch of N examples shared by P processes under ``distributed_rkd``.
 With P = 1 the loss runs in a single process without a process group (the plain loss);
 with P > 1 each of P processes (gloo on CPU, NCCL with one GPU each on CUDA) holds N / P
 rows and calls the wrapped loss on them: the wrapper gathers the global batch, every
-process computes the relations of all N examples and its own share of the all-triplets
-angle term, and the shares are summed. A step is timed on every process between two
+process forms the relations of its own rows without autograd (and receives the others'),
+evaluates the RKD-D pairs and angle triplets whose first index is one of its own rows and
+the gradient w.r.t. the embeddings they give, and the loss and gradient shares are summed. A step is timed on every process between two
 barriers (the slowest process's time is the step's), in wall-clock time and in the CPU
 time of the process (all its threads; on a shared machine the wall-clock time also measures
 what the other programs take); the warm-up step (imports, lazy

@@ -17,10 +17,16 @@ indices refer to it (a plain miner would mine the local rows only).
 * Every rank must bring the same number of rows (PML gathers with equal-size buffers; with
   unequal sizes gloo aborts the process). The wrappers returned here compare the sizes first and
   raise the same ``ValueError`` on every rank.
-* The all-triplets angle term is not repeated on every process: each one evaluates the
-  triplets whose vertex is one of its own rows and the shares are summed (one all-reduce of
-  ``1 + 2 N^2`` numbers in the forward pass), which gives every process the global loss and
-  gradient for ``1 / W`` of the ``N^3`` work.
+* RKD over all pairs and triplets is not repeated on every process: each one forms the
+  relations of its own rows of the global batch without autograd and gathers the half
+  squared distances of the others' rows, evaluates the RKD-D pairs and the RKD-A triplets
+  whose first index (the vertex) is one of its own rows, and turns their derivative into a
+  gradient w.r.t. the ``N x D`` embeddings; the loss shares and those gradients are summed
+  by one all-reduce (``3 + 3 N D`` float64 numbers at most), all in the forward pass
+  (:mod:`rkd_pml.functional.rkd_share`). Every process gets the global loss and gradient for
+  ``1 / W`` of the ``N^3`` angle work. Mined tuples (an ``indices_tuple``), reducers other than
+  ``MeanReducer`` and second derivatives take the unshared path (the angle term then still
+  shares its triplets, with an all-reduce of ``1 + 2 N^2`` numbers).
 * The miner wrapper, like the loss wrapper, falls back to the plain miner (with a warning) when
   no process group is initialised, instead of failing in ``get_world_size()``.
 """
@@ -80,11 +86,12 @@ def check_equal_batch_sizes(embeddings: Tensor, ref_emb: Tensor | None = None) -
 
 
 class RKDDistributedLossWrapper(DistributedLossWrapper):
-    """PML's ``DistributedLossWrapper`` with ``efficient=False``, a batch-size check and the
-    all-triplets angle term shared out: every process evaluates the triplets whose vertex is
-    one of its own rows, and the loss sums and ``N x N`` gradients of the shares are summed
-    across the processes (:mod:`rkd_pml.functional.angle_share`). Loss and gradients are those
-    of the whole global batch; each process does ``1 / W`` of the angle work."""
+    """PML's ``DistributedLossWrapper`` with ``efficient=False``, a batch-size check and RKD
+    shared out: every process evaluates the pairs and triplets whose first index is one of its
+    own rows, and the loss and gradient shares are summed across the processes
+    (:mod:`rkd_pml.functional.rkd_share`, :mod:`rkd_pml.functional.angle_share`). Loss and
+    gradients are those of the whole global batch; each process does ``1 / W`` of the angle
+    work."""
 
     def __init__(self, loss):
         super().__init__(loss, efficient=False)
@@ -105,13 +112,23 @@ class RKDDistributedLossWrapper(DistributedLossWrapper):
         if world_size <= 1:
             return super().forward_regular_loss(emb, labels, indices_tuple, ref_emb, ref_labels, world_size)
         # PML gathers this process's rows first, then the others' in rank order.
-        share = rank_share(emb.shape[0], torch.distributed.get_rank(), world_size, _all_reduce_sum, emb.device)
+        share = rank_share(
+            emb.shape[0], torch.distributed.get_rank(), world_size, _all_reduce_sum, emb.device, _all_gather_rows
+        )
         with sharing_triplets(share):
             return super().forward_regular_loss(emb, labels, indices_tuple, ref_emb, ref_labels, world_size)
 
 
 def _all_reduce_sum(buf: Tensor) -> None:
     torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
+
+
+def _all_gather_rows(rows: Tensor) -> Tensor:
+    """``(W * R, C)``: the ``(R, C)`` tensors of every process, in rank order."""
+    out = torch.empty((torch.distributed.get_world_size() * rows.shape[0], *rows.shape[1:]), dtype=rows.dtype,
+                      device=rows.device)  # fmt: skip
+    torch.distributed.all_gather(list(out.chunk(torch.distributed.get_world_size())), rows.contiguous())
+    return out
 
 
 class RKDDistributedMinerWrapper(DistributedMinerWrapper):

@@ -41,10 +41,12 @@ def all_distinct_triplets(n: int, device: torch.device) -> tuple[Tensor, Tensor,
 
 def angle_compute_dtype(student: Relations, teacher: Relations) -> torch.dtype:
     """float64 when either side came from float64 embeddings, else float32."""
-    for rel in (student, teacher):
-        if rel.source_dtype == torch.float64:
-            return torch.float64
-    return torch.float32
+    return compute_dtype_of(student.source_dtype, teacher.source_dtype)
+
+
+def compute_dtype_of(*source_dtypes: torch.dtype) -> torch.dtype:
+    """float64 when any of the embeddings' dtypes is float64, else float32."""
+    return torch.float64 if torch.float64 in source_dtypes else torch.float32
 
 
 def rkd_angle_all_triplets_mean(

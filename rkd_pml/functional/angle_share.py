@@ -37,12 +37,17 @@ class TripletShare:
             common to all processes (a permutation of ``0..N-1``).
         reduce: sums a 1-D float64 tensor in place across the processes (every process
             calls it once per evaluation, with a tensor of the same size).
+        gather: optional; returns the rows of a 2-D tensor ``(stop - start, C)`` of every
+            process stacked in the common order ``(N, C)`` (every process makes the same
+            calls, with tensors of the same shapes and dtypes; it copies bytes, so a float64
+            tensor viewed as float32 comes back intact).
     """
 
     start: int
     stop: int
     positions: Tensor
     reduce: Callable[[Tensor], None]
+    gather: Callable[[Tensor], Tensor] | None = None
 
     @property
     def size(self) -> int:
@@ -70,15 +75,22 @@ def current_share(n: int) -> TripletShare | None:
     return share if share is not None and share.size == n else None
 
 
-def rank_share(n_local: int, rank: int, world_size: int, reduce: Callable[[Tensor], None], device=None) -> TripletShare:
+def rank_share(
+    n_local: int,
+    rank: int,
+    world_size: int,
+    reduce: Callable[[Tensor], None],
+    device=None,
+    gather: Callable[[Tensor], Tensor] | None = None,
+) -> TripletShare:
     """The share of process ``rank`` for a batch gathered PML's way: its own ``n_local``
     rows first, then those of the other processes in rank order. The common order is rank
     order (process 0's rows, then process 1's, ...); each process takes its own rows as
-    vertices."""
+    vertices. ``gather`` stacks a tensor of every process in rank order."""
     others = [r for r in range(world_size) if r != rank]
     blocks = [rank] + others
     positions = torch.cat([torch.arange(n_local, device=device) + r * n_local for r in blocks])
-    return TripletShare(0, n_local, positions, reduce)
+    return TripletShare(0, n_local, positions, reduce, gather)
 
 
 def _runs(positions: Tensor) -> list[tuple[int, int, int]]:

@@ -42,22 +42,24 @@ def _no_autocast(device: torch.device):
         return contextlib.nullcontext()
 
 
-def _column_tiles(mats: list[Tensor], n_pad: int, t: int, dtype: torch.dtype) -> Tensor:
-    """``(nb, len(mats), n_pad, t)``: ``out[k, m, a, u] = mats[m][a, k t + u]``, zero-padded."""
-    n = mats[0].shape[0]
+def _column_tiles(mats: list[Tensor], n_pad: int, t: int, dtype: torch.dtype, rows: int | None = None) -> Tensor:
+    """``(nb, len(mats), rows, t)``: ``out[k, m, a, u] = mats[m][a, k t + u]``, zero-padded
+    (``rows`` defaults to ``n_pad``; the matrices may have fewer rows than that)."""
+    n = mats[0].shape[1]
     nb = n_pad // t
-    out = torch.zeros(nb, len(mats), n_pad, t, dtype=dtype, device=mats[0].device)
+    out = torch.zeros(nb, len(mats), n_pad if rows is None else rows, t, dtype=dtype, device=mats[0].device)
     for m, mat in enumerate(mats):
-        padded = torch.zeros(n, n_pad, dtype=dtype, device=mat.device)
+        n_in = mat.shape[0]
+        padded = torch.zeros(n_in, n_pad, dtype=dtype, device=mat.device)
         padded[:, :n] = mat
-        out[:, m, :n, :] = padded.view(n, nb, t).transpose(0, 1)
+        out[:, m, :n_in, :] = padded.view(n_in, nb, t).transpose(0, 1)
     return out
 
 
 def _from_column_tiles(m: Tensor, n: int) -> Tensor:
-    """Inverse of :func:`_column_tiles` for one matrix ``(nb, n_pad, t)`` -> ``(n, n)``."""
-    nb, n_pad, t = m.shape
-    return m.transpose(0, 1).reshape(n_pad, nb * t)[:n, :n]
+    """Inverse of :func:`_column_tiles` for one matrix ``(nb, rows, t)`` -> ``(min(rows, n), n)``."""
+    nb, rows, t = m.shape
+    return m.transpose(0, 1).reshape(rows, nb * t)[:n, :n]
 
 
 def _vertex_block(device: torch.device, t: int) -> int:
@@ -103,13 +105,17 @@ def angle_sums(
 
     with torch.no_grad(), _no_autocast(device):
         mats = [m.detach() for m in (s_half_sq, s_inv, t_half_sq, t_inv)]
-        cols = _column_tiles(mats, n_pad, t, compute_dtype)  # [h_s, r_s, h_t, r_t]
-        del mats
         lo, hi = (0, n_pad if kernel is not None else n) if vertices is None else vertices
-        vcols = cols if vertices is None else cols[:, :, lo:hi].contiguous()  # vertex rows
+        if vertices is None:
+            vcols = _column_tiles(mats, n_pad, t, compute_dtype)  # [h_s, r_s, h_t, r_t]
+            hcols = vcols[:, 0::2]  # [h_s, h_t]
+        else:  # all four at the vertex rows; the end-end sides (h only) at every row
+            vcols = _column_tiles([m[lo:hi] for m in mats], n_pad, t, compute_dtype, rows=hi - lo)
+            hcols = _column_tiles(mats[0::2], n_pad, t, compute_dtype)
+        del mats
         if need_grad:
             grad_h = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
-            grad_v = torch.zeros(nb, n_pad, t, dtype=compute_dtype, device=device)
+            grad_v = torch.zeros(nb, hi - lo, t, dtype=compute_dtype, device=device)  # vertex rows only
         if kernel is not None:
             w_off = torch.full((t, t), 2.0, dtype=compute_dtype, device=device)
             w_diag = 1.0 - torch.eye(t, dtype=compute_dtype, device=device)
@@ -122,7 +128,7 @@ def angle_sums(
             for j in range(i, nb):
                 diag = i == j
                 ci, cj = vcols[i], vcols[j]
-                bc = cols[j, 0::2, rows_i].contiguous()  # h_s, h_t between I and J
+                bc = hcols[j, :, rows_i].contiguous()  # h_s, h_t between I and J
                 if kernel is not None:
                     mark_dynamic(ci, cj)
                     out = kernel(ci, cj, bc, w_diag if diag else w_off)
@@ -133,8 +139,8 @@ def angle_sums(
                     grad_h[i, lo:hi] += out[1]
                     grad_h[j, lo:hi] += out[2]
                     grad_h[j, rows_i] -= out[3]
-                    grad_v[i, lo:hi] += out[4]
-                    grad_v[j, lo:hi] += out[5]
+                    grad_v[i] += out[4]
+                    grad_v[j] += out[5]
                     continue
                 for a0 in range(lo, hi, block):
                     rows_a = slice(a0, min(a0 + block, hi))
@@ -145,13 +151,15 @@ def angle_sums(
                         grad_h[i, rows_a] += out[1]
                         grad_h[j, rows_a] += out[2]
                         grad_h[j, rows_i] -= out[3]
-                        grad_v[i, rows_a] += out[4]
-                        grad_v[j, rows_a] += out[5]
+                        grad_v[i, local] += out[4]
+                        grad_v[j, local] += out[5]
         loss_sum = loss_acc.sum(dtype=torch.float64)
         if not need_grad:
             return loss_sum, None, None
         d_h = _from_column_tiles(grad_h, n).to(torch.float64)
-        d_r_over_d = _from_column_tiles(grad_v, n).to(torch.float64)
+        d_r_over_d = torch.zeros(n, n, dtype=torch.float64, device=device)
+        v_rows = _from_column_tiles(grad_v, n)
+        d_r_over_d[lo : lo + v_rows.shape[0]] = v_rows
         return loss_sum, d_h, d_r_over_d
 
 

@@ -34,7 +34,9 @@ norm) keep float32 cosines accurate to ~1e-4 and below, where the Gram form
 ``G_bc - G_ab - G_ac + G_aa`` would cancel catastrophically.
 
 Under data parallelism (:mod:`rkd_pml.functional.angle_share`, set up by
-:func:`rkd_pml.distributed.distributed_rkd`) each process evaluates the triplets whose vertex
+:func:`rkd_pml.distributed.distributed_rkd`) the losses normally take
+:mod:`rkd_pml.functional.rkd_share` instead; where this function is called with a share in
+force (second derivatives, or a direct call) each process evaluates the triplets whose vertex
 is among its own rows and the loss sum and ``N x N`` gradients are summed across the
 processes in the forward pass; the second derivative is evaluated whole on every process.
 

@@ -108,6 +108,15 @@ def relations(x: Tensor, *, normalize: bool = False) -> Relations:
     """
     source_dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
+        y, scale = centred_batch(x, normalize=normalize)
+        return relations_of_centred(y, scale, source_dtype)
+
+
+def centred_batch(x: Tensor, *, normalize: bool = False) -> tuple[Tensor, Tensor]:
+    """``(y, scale)``: ``y`` ``(N, D)`` float64 is ``x`` (L2-normalised rows first with
+    ``normalize``) centred and divided by ``scale``, the 0-d power of two of
+    :func:`power_of_two_scale` (detached). Differentiable w.r.t. ``x``."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
         if normalize:
             x = unit_rows(x)
         # One pass: the float64 mean, then the float64 centred batch (exact differences).
@@ -115,12 +124,24 @@ def relations(x: Tensor, *, normalize: bool = False) -> Relations:
         if x.dtype != ACCUMULATE_DTYPE:  # only for dtypes that do not promote to float64
             x = x.to(ACCUMULATE_DTYPE)
         scale = power_of_two_scale(x)
-        x = x / scale
-        gram = x @ x.T
-        if torch.is_grad_enabled() and x.requires_grad:
-            dist, inv_dist, half_sq = _distances(gram)
-        else:
-            dist, inv_dist, half_sq = _distances_inplace(gram)
+        return x / scale, scale
+
+
+def relations_of_centred(
+    y: Tensor, scale: Tensor, source_dtype: torch.dtype, inv_rows: slice | None = None
+) -> Relations:
+    """:class:`Relations` of a batch ``y`` ``(N, D)`` already formed by :func:`centred_batch`
+    (the second half of :func:`relations`); differentiable w.r.t. ``y`` in grad mode.
+
+    ``inv_rows`` (without autograd only): ``inv_dist`` is formed on those rows only and is 0
+    on the others (for a consumer that reads no other row of it)."""
+    gram = y @ y.T
+    if torch.is_grad_enabled() and y.requires_grad:
+        if inv_rows is not None:
+            raise ValueError("inv_rows is for relations without autograd")
+        dist, inv_dist, half_sq = _distances(gram)
+    else:
+        dist, inv_dist, half_sq = _distances_inplace(gram, inv_rows)
     return Relations(
         gram=gram,
         dist=dist,
@@ -129,6 +150,26 @@ def relations(x: Tensor, *, normalize: bool = False) -> Relations:
         source_dtype=source_dtype,
         scale=scale,
     )
+
+
+def row_relations(gram_rows: Tensor, sq_norms: Tensor, rows: slice) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows ``rows`` ``(R, N)`` of the half squared distances, distances and inverse distances
+    of a batch ``y`` ``(N, D)`` formed by :func:`centred_batch`, from ``gram_rows = y[rows] @
+    y.T`` ``(R, N)`` and the squared norms ``(N,)`` (no autograd): the rows of
+    :func:`relations_of_centred`'s matrices, with the same duplicate rule, for ``R / N`` of
+    the work. Take the squared norms from Gram matrix products too (the diagonal of each
+    process's ``gram_rows``): their rounding then matches that of the cross products, which
+    keeps near pairs as well resolved as in the whole Gram matrix."""
+    scale = sq_norms[rows].unsqueeze(1) + sq_norms.unsqueeze(0)
+    sq_dist = torch.add(scale, gram_rows, alpha=-2.0)
+    duplicate = sq_dist <= (DUPLICATE_TOLERANCE**2) * scale
+    duplicate[:, rows].fill_diagonal_(True)
+    del scale
+    sq_dist.masked_fill_(duplicate, 1.0)
+    dist = sq_dist.sqrt().masked_fill_(duplicate, 0.0)
+    inv_dist = sq_dist.rsqrt().masked_fill_(duplicate, 0.0)
+    half_sq = sq_dist.mul_(0.5).masked_fill_(duplicate, 0.0)
+    return half_sq, dist, inv_dist
 
 
 def _duplicates(sq_dist: Tensor, scale: Tensor) -> Tensor:
@@ -151,8 +192,9 @@ def _distances(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return dist, inv_dist, half_sq
 
 
-def _distances_inplace(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Same values as :func:`_distances` with fewer temporaries (no autograd)."""
+def _distances_inplace(gram: Tensor, inv_rows: slice | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Same values as :func:`_distances` with fewer temporaries (no autograd); with
+    ``inv_rows`` the inverse distances on those rows only (0 elsewhere)."""
     sq_norms = gram.diagonal()
     scale = sq_norms.unsqueeze(0) + sq_norms.unsqueeze(1)
     sq_dist = torch.add(scale, gram, alpha=-2.0)
@@ -160,9 +202,13 @@ def _distances_inplace(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     del scale
     sq_dist.masked_fill_(duplicate, 1.0)
     dist = sq_dist.sqrt()
-    inv_dist = sq_dist.rsqrt()
+    if inv_rows is None:
+        inv_dist = sq_dist.rsqrt().masked_fill_(duplicate, 0.0)
+    else:
+        inv_dist = torch.zeros_like(sq_dist)
+        inv_dist[inv_rows] = sq_dist[inv_rows].rsqrt().masked_fill_(duplicate[inv_rows], 0.0)
     half_sq = sq_dist.mul_(0.5)
-    for m in (dist, inv_dist, half_sq):
+    for m in (dist, half_sq):
         m.masked_fill_(duplicate, 0.0)
     return dist, inv_dist, half_sq
 

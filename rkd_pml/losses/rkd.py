@@ -28,8 +28,10 @@ from ..functional.angle import (
     rkd_angle_triplet_losses,
 )
 from ..functional.angle_backend import BACKENDS
+from ..functional.angle_share import current_share
 from ..functional.distance import all_distinct_pairs, rkd_distance_pair_losses
-from ..functional.relations import Relations, relations
+from ..functional.relations import Relations, centred_batch, relations
+from ..functional.rkd_share import shared_rkd_means
 from ..settings import MAX_WEIGHT, setting
 from .base import DistillationLoss, result_dtype
 from .inputs import check_choice, check_real
@@ -64,6 +66,43 @@ class RelationalDistillationLoss(DistillationLoss):
         with torch.no_grad():
             teacher = relations(ref_emb.detach(), normalize=normalize)
         return relations(embeddings, normalize=normalize), teacher
+
+    def shared_terms(self, embeddings: Tensor, ref_emb: Tensor, indices_tuple, terms: dict) -> dict | None:
+        """The sub-loss dict computed on this process's share of the batch, or ``None``.
+
+        ``terms`` maps each sub-loss name to ``("distance" | "angle", weight)``. Under
+        :func:`~rkd_pml.functional.angle_share.sharing_triplets` (set up by
+        ``distributed_rkd``), with all pairs and triplets (no ``indices_tuple``) and a plain
+        ``MeanReducer`` for every weighted term, each process evaluates the pairs and triplets
+        whose first index is one of its own rows and the shares are summed
+        (:mod:`rkd_pml.functional.rkd_share`); the values and gradients are those of the whole
+        batch. Anything else is computed whole (``None`` here).
+        """
+        n = embeddings.shape[0]
+        share = current_share(n)
+        active = {name: kind for name, (kind, weight) in terms.items() if weight}
+        if share is None or indices_tuple is not None or n < 3 or not active:
+            return None
+        if any(type(self.reducer_for(name)) is not MeanReducer for name in active):
+            return None
+        normalize = self.distance.normalize_embeddings
+        with torch.no_grad():
+            teacher = (*centred_batch(ref_emb.detach(), normalize=normalize), ref_emb.dtype)
+        y, scale = centred_batch(embeddings, normalize=normalize)
+        kinds = set(active.values())
+        means = shared_rkd_means(
+            y, scale, embeddings.dtype, teacher, share,
+            distance="distance" in kinds, angle="angle" in kinds, backend=self.backend,
+        )  # fmt: skip
+        out = result_dtype(embeddings)
+        result = {}
+        for name, (kind, weight) in terms.items():
+            if not weight:
+                result[name] = self.zero_loss()
+                continue
+            value = means[0] if kind == "distance" else means[1]
+            result[name] = {"losses": weight * value.to(out), "indices": None, "reduction_type": "already_reduced"}
+        return result
 
     def reducer_for(self, sub_loss: str):
         if isinstance(self.reducer, MultipleReducers):
@@ -128,6 +167,9 @@ class RKDDistanceLoss(RelationalDistillationLoss):
     """
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        shared = self.shared_terms(embeddings, ref_emb, indices_tuple, {"loss": ("distance", 1.0)})
+        if shared is not None:
+            return shared
         student, teacher = self.batch_relations(embeddings, ref_emb)
         return {"loss": self.distance_term(student, teacher, labels, indices_tuple, result_dtype(embeddings))}
 
@@ -163,6 +205,9 @@ class RKDAngleLoss(RelationalDistillationLoss):
     """
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        shared = self.shared_terms(embeddings, ref_emb, indices_tuple, {"loss": ("angle", 1.0)})
+        if shared is not None:
+            return shared
         student, teacher = self.batch_relations(embeddings, ref_emb)
         term = self.angle_term(student, teacher, labels, indices_tuple, result_dtype(embeddings), "loss")
         return {"loss": term}
@@ -190,6 +235,10 @@ class RKDLoss(RelationalDistillationLoss):
         self.add_to_recordable_attributes(list_of_names=["distance_weight", "angle_weight"], is_stat=False)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        terms = {"distance_loss": ("distance", self.distance_weight), "angle_loss": ("angle", self.angle_weight)}
+        shared = self.shared_terms(embeddings, ref_emb, indices_tuple, terms)
+        if shared is not None:
+            return shared
         student, teacher = self.batch_relations(embeddings, ref_emb)
         out = result_dtype(embeddings)
         result = {}
