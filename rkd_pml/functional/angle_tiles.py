@@ -47,12 +47,16 @@ def _column_tiles(mats: list[Tensor], n_pad: int, t: int, dtype: torch.dtype, ro
     (``rows`` defaults to ``n_pad``; the matrices may have fewer rows than that)."""
     n = mats[0].shape[1]
     nb = n_pad // t
-    out = torch.zeros(nb, len(mats), n_pad if rows is None else rows, t, dtype=dtype, device=mats[0].device)
+    rows = n_pad if rows is None else rows
+    padding = n < n_pad or any(mat.shape[0] < rows for mat in mats)
+    out = (torch.zeros if padding else torch.empty)(nb, len(mats), rows, t, dtype=dtype, device=mats[0].device)
     for m, mat in enumerate(mats):
         n_in = mat.shape[0]
-        padded = torch.zeros(n_in, n_pad, dtype=dtype, device=mat.device)
-        padded[:, :n] = mat
-        out[:, m, :n_in, :] = padded.view(n_in, nb, t).transpose(0, 1)
+        if n < n_pad:
+            padded = torch.zeros(n_in, n_pad, dtype=dtype, device=mat.device)
+            padded[:, :n] = mat
+            mat = padded
+        out[:, m, :n_in, :] = mat.reshape(n_in, nb, t).transpose(0, 1)
     return out
 
 
@@ -86,7 +90,9 @@ def angle_sums(
     the distance (multiply by ``d`` to get it). Both are ``None`` unless ``need_grad``.
     The arithmetic runs in ``compute_dtype``; memory is ``O(N^2)`` plus one block.
     ``vertices=(start, stop)`` restricts the sums to the triplets whose vertex is in rows
-    ``[start, stop)`` (a share of the work; see :mod:`rkd_pml.functional.angle_share`).
+    ``[start, stop)`` (a share of the work; see :mod:`rkd_pml.functional.angle_share`); the
+    inverse distances are then read at those rows only and may be given as those rows alone,
+    ``(stop - start, N)``, outside the Triton kernel (which reads them whole).
     """
     n = s_half_sq.shape[0]
     device = s_half_sq.device
@@ -110,7 +116,8 @@ def angle_sums(
             vcols = _column_tiles(mats, n_pad, t, compute_dtype)  # [h_s, r_s, h_t, r_t]
             hcols = vcols[:, 0::2]  # [h_s, h_t]
         else:  # all four at the vertex rows; the end-end sides (h only) at every row
-            vcols = _column_tiles([m[lo:hi] for m in mats], n_pad, t, compute_dtype, rows=hi - lo)
+            at_vertices = [m if m.shape[0] == hi - lo else m[lo:hi] for m in mats]
+            vcols = _column_tiles(at_vertices, n_pad, t, compute_dtype, rows=hi - lo)
             hcols = _column_tiles(mats[0::2], n_pad, t, compute_dtype)
         del mats
         if need_grad:

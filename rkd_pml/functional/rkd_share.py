@@ -16,15 +16,15 @@ the squared distances ``s_ij = |y_i - y_j|^2`` into the gradient w.r.t. the cent
 
 Everything is laid out in the row order common to all processes. The loss shares and these
 ``N x D`` gradients are summed across the processes by one all-reduce in the forward pass
-(``3 + 3 N D`` float64 numbers at most), so each process ends with the loss and gradient of
+(``2 + 2 N D`` float64 numbers at most), so each process ends with the loss and gradient of
 the whole batch; the backward pass only scales the saved gradients (no collective).
 
 RKD-D normalises by the mean distance ``mu`` of the whole batch, known to every process (the
 gathered row sums). Its derivative through ``mu`` needs a sum over all pairs,
-``A = sum_ij g_ij d_ij`` (``g`` the Huber derivative); with ``Q`` the gradient w.r.t. ``y``
-of the sum of all distances (coefficients ``C_ij = r_ij / 2``) it is ``-A / (M mu)^2 Q``
-(``M = N (N - 1)``): the shares of ``A`` and ``Q`` go into the same all-reduce and the product
-is formed after it.
+``A = sum_ij g_ij d_ij`` (``g`` the Huber derivative): the coefficient of pair ``(i, j)`` is
+``(g_ij / (M mu) - A / (M mu)^2) r_ij / 2`` (``M = N (N - 1)``, ``r`` the inverse distance), so
+the shares of ``A`` are summed first (an all-reduce of one number) and each process then forms
+the gradient of its own rows' pairs at once.
 
 Second derivatives (``create_graph=True``): the backward pass recomputes the loss by the
 differentiable path (:func:`~rkd_pml.functional.relations.relations_of_centred`, the fused
@@ -73,7 +73,7 @@ def _mean_distance(total: Tensor, n: int) -> tuple[Tensor, bool]:
 class _Batch:
     """What this process needs of both models' relations, in the common row order:
     ``h_s``, ``h_t`` ``(N, N)`` half squared distances (float64 or the compute dtype),
-    ``r_s``, ``r_t`` ``(N, N)`` inverse distances valid on the vertex rows, ``d_s``, ``d_t``
+    ``r_s``, ``r_t`` inverse distances, ``(N, N)`` or the vertex rows alone ``(R, N)``, ``d_s``, ``d_t``
     and ``ri_s`` ``(R, N)`` distances and inverse distances of the vertex rows, ``total_s``,
     ``total_t`` the sums of all distances (float64 0-d)."""
 
@@ -98,8 +98,7 @@ class _Batch:
         self.h_s, self.h_t = everyone[:, :n], everyone[:, n : 2 * n]
         totals = everyone[:, 2 * n :].contiguous().view(torch.float64).sum(dim=0)
         self.total_s, self.total_t = totals[0], totals[1]
-        self.r_s, self.r_t = (torch.zeros(n, n, dtype=torch.float64, device=yc.device) for _ in range(2))
-        self.r_s[rows], self.r_t[rows] = self.ri_s, ri_t
+        self.r_s, self.r_t = self.ri_s, ri_t  # the angle term reads them at the vertex rows only
 
 
 class _SharedRKD(torch.autograd.Function):
@@ -121,7 +120,7 @@ class _SharedRKD(torch.autograd.Function):
             whole = wants_triton(backend, y.device, compute_dtype)
             rel = _Batch(yc, teacher_batch[0].index_select(0, order), rows, share, compute_dtype, whole)
             m = n * (n - 1)
-            sizes = [3] + [width * n] * ((want_a + 2 * want_d) if need_grad else 0)
+            sizes = [2] + [width * n] * ((want_a + want_d) if need_grad else 0)
             buf = torch.zeros(sum(sizes), dtype=torch.float64, device=y.device)
             head, *grads = buf.split(sizes)
             grads = [g.view(n, width) for g in grads]  # common order
@@ -131,11 +130,16 @@ class _SharedRKD(torch.autograd.Function):
                 ps, pt = rel.d_s / mu_s, rel.d_t / mu_t
                 head[0] = F.smooth_l1_loss(ps, pt, reduction="sum", beta=1.0) / m
                 if need_grad:
-                    g = (ps - pt).clamp_(-1.0, 1.0)
-                    head[2] = (g * rel.d_s).sum() if live else 0.0
-                    half_r = rel.ri_s * 0.5
-                    grads[-2].copy_(row_pair_gradient(g * half_r / (m * mu_s), rows, yc))
-                    grads[-1].copy_(row_pair_gradient(half_r, rows, yc))
+                    coef = (ps - pt).clamp_(-1.0, 1.0)  # g, the Huber derivative
+                    through_mu = None
+                    if live:  # A = sum_ij g_ij d_ij over the whole batch
+                        through_mu = (coef * rel.d_s).sum().reshape(1)
+                        share.reduce(through_mu)
+                    coef.div_(m * mu_s)
+                    if through_mu is not None:
+                        coef.sub_(through_mu / (m * mu_s) ** 2)
+                    grads[-1].copy_(row_pair_gradient(coef.mul_(rel.ri_s).mul_(0.5), rows, yc))
+                    del coef
             if want_a:
                 norm = float(n * (n - 1) * (n - 2))
                 loss_sum, d_h, d_r_over_d = angle_sums(
@@ -153,11 +157,7 @@ class _SharedRKD(torch.autograd.Function):
             if need_grad:
                 local = [gr.index_select(0, pos) for gr in grads]
                 g_a = local[0] if want_a else None
-                g_d = None
-                if want_d:
-                    g_d = local[-2]
-                    if live:
-                        g_d.sub_(local[-1], alpha=float(head[2]) / float(m * mu_s) ** 2)
+                g_d = local[-1] if want_d else None
                 ctx.save_for_backward(y)
                 ctx.parts = (g_d, g_a)
                 ctx.recompute = (scale, source_dtype, teacher_batch, share, want_d, want_a, backend, tile)
