@@ -22,7 +22,7 @@ indices refer to it (a plain miner would mine the local rows only).
   squared distances of the others' rows, evaluates the RKD-D pairs and the RKD-A triplets
   whose first index (the vertex) is one of its own rows, and turns their derivative into a
   gradient w.r.t. the ``N x D`` embeddings; the loss shares and those gradients are summed
-  by one all-reduce (``3 + 3 N D`` float64 numbers at most), all in the forward pass
+  by one all-reduce (``2 + 2 N D`` float64 numbers at most), all in the forward pass
   (:mod:`rkd_pml.functional.rkd_share`). Every process gets the global loss and gradient for
   ``1 / W`` of the ``N^3`` angle work. Mined tuples (an ``indices_tuple``), reducers other than
   ``MeanReducer`` and second derivatives take the unshared path (the angle term then still

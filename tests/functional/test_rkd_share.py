@@ -123,3 +123,17 @@ def test_float32_shares_are_as_accurate_as_the_whole_float32_loss(gather):
     for loss, grad in _shared(s, t, 2, gather=gather).values():
         assert abs(loss - ref_loss) / ref_loss <= 1.1 * loss_err
         assert float((grad.double() - ref_grad).norm() / ref_grad.norm()) <= 1.1 * grad_err
+
+
+@pytest.mark.parametrize("p", [2, 3])
+def test_collapsed_student_shares_equal_the_whole_batch(p):
+    """Every student row the same: no mean distance to differentiate through (the shares skip
+    the sum over all pairs that goes with it), the loss is the teacher's alone and the
+    gradient is zero, as in the whole batch."""
+    s, t = _batch(torch.float64)
+    s = s[:1].expand(N, -1).clone()
+    ref_loss, ref_grad = _whole(s, t)
+    assert ref_loss > 0 and float(ref_grad.abs().max()) == 0.0
+    for loss, grad in _shared(s, t, p).values():
+        assert loss == pytest.approx(ref_loss, rel=1e-12, abs=0)
+        assert float(grad.abs().max()) == 0.0
