@@ -141,6 +141,33 @@ def test_float32_accuracy_with_near_duplicates(backend, offset):
     assert rel(grad, ref_grad) < 1e-3
 
 
+@pytest.mark.parametrize("distance", [1e-2, 1e-3, 1e-4])
+def test_float32_error_grows_as_the_inverse_distance_of_the_nearest_pair(distance):
+    """The float32 error is set by the nearest pair (its cosines are ill-conditioned): over
+    four batches of 70 (centred and uncentred), two pairs at ``distance`` of the norm and an
+    exact duplicate, the gradient stays within ``3e-7 / distance`` and the loss within
+    ``5e-7 + 3e-10 / distance`` (relative) of the official formula in float64 (measured worst
+    cases at 1e-2, 1e-3, 1e-4: gradient 6.0e-6, 1.1e-4, 6.6e-4; loss 1.2e-7, 1.4e-7, 5.5e-7)."""
+    worst_loss = worst_grad = 0.0
+    for seed in range(2):
+        for offset in (0.0, 3.0):
+            g = torch.Generator().manual_seed(seed)
+            xs = []
+            for d in (16, 48):
+                x = torch.randn(N, d, generator=g, dtype=torch.float64) + offset
+                for src, dst in [(0, 1), (2, 3)]:
+                    u = torch.randn(d, generator=g, dtype=torch.float64)
+                    x[dst] = x[src] + distance * x[src].norm() * u / u.norm()
+                x[11] = x[4]
+                xs.append(x.float())
+            s, t = xs[0], F.normalize(xs[1], dim=1)
+            loss, grad = loss_and_grad(ours, s, t, "eager")
+            ref, ref_grad = loss_and_grad(reference_angle_mean, s.double(), t.double())
+            worst_loss, worst_grad = max(worst_loss, rel(loss, ref)), max(worst_grad, rel(grad, ref_grad))
+    assert worst_grad <= 3e-7 / distance
+    assert worst_loss <= 5e-7 + 3e-10 / distance
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_get_gradient_in_their_dtype(dtype):
     s = torch.randn(N, 8).to(dtype).requires_grad_(True)
