@@ -36,7 +36,7 @@ class TripletShare:
         positions: ``(N,)`` int64, the place of each of this process's rows in the order
             common to all processes (a permutation of ``0..N-1``).
         reduce: sums a 1-D float64 tensor in place across the processes (every process
-            calls it once per evaluation, with a tensor of the same size).
+            makes the same calls, in the same order, with tensors of the same sizes).
         gather: optional; returns the rows of a 2-D tensor ``(stop - start, C)`` of every
             process stacked in the common order ``(N, C)`` (every process makes the same
             calls, with tensors of the same shapes and dtypes; it copies bytes, so a float64
