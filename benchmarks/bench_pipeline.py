@@ -168,9 +168,11 @@ def run_once(args: argparse.Namespace, teacher: Path, out: Path, workers: int) -
         **({"input_pipeline": args.input_pipeline} if args.input_pipeline else {}),
     )
     records = [r for r in read_jsonl(Path(results["run_dir"]) / "metrics.jsonl") if "train_seconds" in r]
+    so_far = [r["train_seconds"] for r in records]  # metrics.jsonl: the training seconds of all epochs so far
+    per_epoch = [b - a for a, b in zip([0.0] + so_far[:-1], so_far)]
     last = records[-1]
-    return {"images_per_s": args.steps * args.batch / last["train_seconds"], "epoch_seconds": last["train_seconds"],
-            "step_seconds_mean": last["step_seconds"], "epoch_seconds_all": [r["train_seconds"] for r in records],
+    return {"images_per_s": args.steps * args.batch / per_epoch[-1], "epoch_seconds": per_epoch[-1],
+            "step_seconds_mean": last["step_seconds"], "epoch_seconds_all": per_epoch, "train_seconds": so_far[-1],
             "num_workers": workers, "loss": last.get("loss")}  # fmt: skip
 
 

@@ -76,6 +76,20 @@ def test_bench_pipeline_runs_distill_on_real_and_synthetic_batches(bench_script,
     assert "real / synthetic images/s" in capsys.readouterr().out
 
 
+def test_bench_pipeline_times_the_last_epoch_alone(bench_script, tmp_path):
+    """metrics.jsonl records the training seconds of all epochs so far: images/s is the last
+    epoch's steps over that epoch's own seconds, not over the warm-up epochs too."""
+    out = tmp_path / "pipeline.json"
+    bench = bench_script("bench_pipeline")
+    assert bench.main(["--quick", "--steps", "2", "--epochs", "2", "--threads", "1", "--json", str(out)]) == 0
+    for r in json.loads(out.read_text())["results"]:
+        epochs = r["epoch_seconds_all"]
+        assert len(epochs) == 2 and min(epochs) > 0
+        assert sum(epochs) == pytest.approx(r["train_seconds"], abs=2e-3)
+        assert r["epoch_seconds"] == epochs[-1] < r["train_seconds"]
+        assert r["images_per_s"] == pytest.approx(2 * 20 / epochs[-1])
+
+
 def test_synthetic_loader_serves_the_samplers_batches_on_the_device(bench_script):
     bench = bench_script("bench_pipeline")
 
