@@ -67,7 +67,7 @@ class EpochLog:
         terms = " ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in (*NOT_SCALARS, *BOOKKEEPING) and isinstance(v, float))
         summary = format_metrics({k: record[k] for k in setup.eval_sets if k in record}, cfg.recall_ks)
         log(f"[{setup.name}] epoch {record['epoch']}/{cfg.epochs} {terms} lr {record['lr']:.1e} | "
-            f"{summary or 'no evaluation'} | {record['train_seconds']:.1f}s{' *' if improved else ''}")
+            f"{summary or 'no evaluation'} | {record['train_seconds']:.1f} s trained{' *' if improved else ''}")
 
     def close(self) -> None:
         if self.writer is not None:
