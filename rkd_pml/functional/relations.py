@@ -127,21 +127,14 @@ def centred_batch(x: Tensor, *, normalize: bool = False) -> tuple[Tensor, Tensor
         return x / scale, scale
 
 
-def relations_of_centred(
-    y: Tensor, scale: Tensor, source_dtype: torch.dtype, inv_rows: slice | None = None
-) -> Relations:
+def relations_of_centred(y: Tensor, scale: Tensor, source_dtype: torch.dtype) -> Relations:
     """:class:`Relations` of a batch ``y`` ``(N, D)`` already formed by :func:`centred_batch`
-    (the second half of :func:`relations`); differentiable w.r.t. ``y`` in grad mode.
-
-    ``inv_rows`` (without autograd only): ``inv_dist`` is formed on those rows only and is 0
-    on the others (for a consumer that reads no other row of it)."""
+    (the second half of :func:`relations`); differentiable w.r.t. ``y`` in grad mode."""
     gram = y @ y.T
     if torch.is_grad_enabled() and y.requires_grad:
-        if inv_rows is not None:
-            raise ValueError("inv_rows is for relations without autograd")
         dist, inv_dist, half_sq = _distances(gram)
     else:
-        dist, inv_dist, half_sq = _distances_inplace(gram, inv_rows)
+        dist, inv_dist, half_sq = _distances_inplace(gram)
     return Relations(
         gram=gram,
         dist=dist,
@@ -192,9 +185,8 @@ def _distances(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return dist, inv_dist, half_sq
 
 
-def _distances_inplace(gram: Tensor, inv_rows: slice | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Same values as :func:`_distances` with fewer temporaries (no autograd); with
-    ``inv_rows`` the inverse distances on those rows only (0 elsewhere)."""
+def _distances_inplace(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Same values as :func:`_distances` with fewer temporaries (no autograd)."""
     sq_norms = gram.diagonal()
     scale = sq_norms.unsqueeze(0) + sq_norms.unsqueeze(1)
     sq_dist = torch.add(scale, gram, alpha=-2.0)
@@ -202,13 +194,9 @@ def _distances_inplace(gram: Tensor, inv_rows: slice | None = None) -> tuple[Ten
     del scale
     sq_dist.masked_fill_(duplicate, 1.0)
     dist = sq_dist.sqrt()
-    if inv_rows is None:
-        inv_dist = sq_dist.rsqrt().masked_fill_(duplicate, 0.0)
-    else:
-        inv_dist = torch.zeros_like(sq_dist)
-        inv_dist[inv_rows] = sq_dist[inv_rows].rsqrt().masked_fill_(duplicate[inv_rows], 0.0)
+    inv_dist = sq_dist.rsqrt()
     half_sq = sq_dist.mul_(0.5)
-    for m in (dist, half_sq):
+    for m in (dist, inv_dist, half_sq):
         m.masked_fill_(duplicate, 0.0)
     return dist, inv_dist, half_sq
 
